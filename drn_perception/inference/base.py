@@ -1,0 +1,118 @@
+"""The one small interface every backend implements, and the factory that picks a backend.
+
+``Segmenter.infer(images)`` takes a uint8 (N, H, W, 3) RGB batch of any size and returns
+int32 labels (N, H, W) at that size, plus an optional float32 confidence (max softmax
+probability). Frames whose sides are not multiples of the model's stride (8) are padded at
+the bottom/right by edge replication and the result cropped back, so pixels stay aligned.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from drn_perception.model_info import ModelInfo
+
+# backend name -> (module, class, file suffixes it loads, pip package to install)
+BACKENDS = {
+    "tensorrt": ("drn_perception.inference.tensorrt_backend", "TensorRTSegmenter", (".engine", ".plan"), "tensorrt (ships with JetPack; on x86 `pip install tensorrt`) and cuda-python"),
+    "onnxruntime": ("drn_perception.inference.onnxruntime_backend", "OnnxRuntimeSegmenter", (".onnx",), "onnxruntime (or onnxruntime-gpu)"),
+    "torch": ("drn_perception.inference.torch_backend", "TorchSegmenter", (".pt", ".pth"), "torch"),
+}
+
+
+class BackendUnavailable(RuntimeError):
+    """The chosen backend needs a library that is not installed, or cannot open the model."""
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray  # int32 (N, H, W)
+    confidence: np.ndarray | None = None  # float32 (N, H, W) in [0, 1]
+
+
+class Segmenter(abc.ABC):
+    """A loaded model on one backend."""
+
+    backend: str = ""
+
+    def __init__(self, path: str | Path, info: ModelInfo, device: str):
+        self.path = Path(path)
+        self.info = info
+        self.device = device
+
+    @abc.abstractmethod
+    def _run(self, images: np.ndarray, want_confidence: bool) -> SegmentationResult:
+        """Run on a contiguous uint8 (N, H, W, 3) batch whose H and W are multiples of 8."""
+
+    def infer(self, images: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
+        images = check_batch(images)
+        n, h, w, _ = images.shape
+        m = self.info.size_multiple
+        ph, pw = -h % m, -w % m
+        if ph or pw:
+            images = np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+        res = self._run(np.ascontiguousarray(images), want_confidence)
+        if ph or pw:
+            res = SegmentationResult(
+                res.labels[:, :h, :w],
+                None if res.confidence is None else res.confidence[:, :h, :w],
+            )
+        return res
+
+    def describe(self) -> str:
+        return f"{self.backend}:{self.device} {self.info.arch} ({self.path.name})"
+
+
+def check_batch(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected uint8 images shaped (N, H, W, 3), got {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images, got {images.dtype}")
+    if min(images.shape[:3]) == 0:
+        raise ValueError(f"empty image batch {images.shape}")
+    return images
+
+
+def backend_for_path(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    for name, (_, _, suffixes, _) in BACKENDS.items():
+        if suffix in suffixes:
+            return name
+    known = ", ".join(s for *_, sfx, _ in BACKENDS.values() for s in sfx)
+    raise ValueError(f"cannot tell the backend of {path}: expected one of {known}")
+
+
+def create_segmenter(path: str | Path, backend: str = "auto", device: str = "auto") -> Segmenter:
+    """Open ``path`` with ``backend`` ("auto" picks by file type).
+
+    device: "auto" (CUDA where the backend and machine have it, else CPU), "cpu" or "cuda[:i]".
+    Raises FileNotFoundError, ValueError (unknown backend / bad file) or BackendUnavailable
+    (library missing), each with a message that names the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if backend == "auto":
+        backend = backend_for_path(path)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: choose auto, {', '.join(BACKENDS)}")
+    module, cls_name, suffixes, pip_name = BACKENDS[backend]
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(
+            f"backend {backend} loads {'/'.join(suffixes)} files, not {path.name}"
+            + ("; export it with drn-export first" if backend == "onnxruntime" and path.suffix == ".pt" else "")
+        )
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"backend {backend} needs {pip_name}, which is not importable here ({exc})"
+        ) from None
+    return getattr(mod, cls_name)(path, device=device)

@@ -1,0 +1,49 @@
+"""ament_python package drn_perception (also pip-installable)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "drn_perception"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    package_data={PACKAGE: ["assets/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    # Kept permissive on purpose: on a robot numpy, OpenCV and PyYAML come from the ROS
+    # install (python3-numpy, python3-opencv, python3-yaml) and torch from JetPack.
+    install_requires=["numpy", "pyyaml"],
+    extras_require={
+        "onnx": ["onnx", "onnxruntime"],
+        "torch": ["torch"],
+        "bags": ["rosbags"],
+        "train": ["torch", "tqdm", "tensorboard"],
+    },
+    zip_safe=True,
+    maintainer="drn_perception maintainers",
+    maintainer_email="drn-perception@example.com",
+    description="DRN semantic segmentation node for ROS 2 with TensorRT/ONNX Runtime/PyTorch backends",
+    license="BSD-3-Clause",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "seg_node = drn_perception.ros.node:main",
+            "replay = drn_perception.ros.replay:main",
+            "drn-replay = drn_perception.ros.replay:main",
+            "drn-make-bag = drn_perception.ros.make_bag:main",
+            "drn-demo = drn_perception.demo:main",
+            "drn-train = drn_perception.training.train:main",
+            "drn-eval = drn_perception.training.evaluate:main",
+            "drn-export = drn_perception.deploy.export:main",
+            "drn-build-engine = drn_perception.deploy.tensorrt_build:main",
+            "drn-bench = drn_perception.bench.bench:main",
+        ],
+    },
+)
