@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -84,6 +85,21 @@ class ModelInfo:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @classmethod
+    def from_checkpoint_info(cls, d: dict) -> "ModelInfo":
+        """Complete a checkpoint's info; the authors' files carry only ``num_classes``, so
+        19 classes become the Cityscapes trainIds and other counts get generic names."""
+        if "classes" not in d:
+            n = int(d["num_classes"])
+            cs = cityscapes()
+            if n == len(cs.classes):
+                d = {**d, "classes": cs.classes, "palette": cs.palette}
+            else:
+                rng = random.Random(n)
+                d = {**d, "classes": [f"class_{i}" for i in range(n)],
+                     "palette": [[rng.randrange(256) for _ in range(3)] for _ in range(n)]}
+        return cls.from_dict(d)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,1 @@
+"""Offline deployment tools: ONNX export and TensorRT engine builds."""

@@ -1,0 +1,132 @@
+"""drn-export: checkpoint -> one ONNX graph (uint8 NHWC in, int32 labels out) + JSON sidecar.
+
+The graph holds the whole per-frame computation (see models/pipeline.py), opset 17, dynamic
+N, H, W, and only operators TensorRT 8.5+ imports. The export is checked: ONNX Runtime's
+labels are compared with PyTorch's on generated frames before the file is kept.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from drn_perception.model_info import ModelInfo, sha256_file, sidecar_path
+
+OPSET = 17
+INPUT = "images"
+OUTPUTS = ("labels", "confidence")
+# Operators TensorRT's ONNX parser imports since 8.5 that this graph may contain.
+TRT_SAFE_OPS = frozenset({
+    "Conv", "BatchNormalization", "Relu", "Add", "ConvTranspose", "Resize", "ArgMax", "Cast",
+    "Softmax", "ReduceMax", "Transpose", "Sub", "Div", "Mul", "Constant", "Identity",
+})
+METADATA_KEY = "drn_perception"
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def load_model(checkpoint: str | Path, arch: str | None = None):
+    """(DRNSeg in eval mode, ModelInfo) from one of our or the authors' checkpoints."""
+    from drn_perception.models.checkpoints import load_checkpoint
+
+    model, info = load_checkpoint(checkpoint, arch=arch)
+    info = ModelInfo.from_checkpoint_info(info)
+    info.checkpoint_sha256 = sha256_file(checkpoint)
+    return model, info
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True, arch: str | None = None,
+                check: bool = True) -> Path:
+    """Export ``checkpoint`` to ``out`` (.onnx) and its sidecar; returns the ONNX path."""
+    import onnx
+    import torch
+
+    from drn_perception.models.pipeline import SegmentationPipeline
+
+    out = Path(out)
+    model, info = load_model(checkpoint, arch)
+    pipeline = SegmentationPipeline(model, info.mean, info.std, confidence=confidence).eval()
+    outputs = list(OUTPUTS if confidence else OUTPUTS[:1])
+    dynamic = {name: {0: "N", 1: "H", 2: "W"} for name in [INPUT, *outputs]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        dummy = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(pipeline, (dummy,), tmp, dynamo=False, opset_version=OPSET,
+                              input_names=[INPUT], output_names=outputs, dynamic_axes=dynamic,
+                              do_constant_folding=True)
+        graph = onnx.load(tmp)
+        onnx.checker.check_model(graph)
+        ops = {node.op_type for node in graph.graph.node}
+        if not ops <= TRT_SAFE_OPS:
+            raise ExportError(f"graph uses operators TensorRT 8.5 may not import: {sorted(ops - TRT_SAFE_OPS)}")
+        meta = graph.metadata_props.add()
+        meta.key, meta.value = METADATA_KEY, json.dumps(info.to_dict())
+        graph.producer_name = "drn_perception"
+        onnx.save(graph, tmp)
+        if check:
+            agreement = compare_with_torch(pipeline, tmp, sizes=((64, 96), (120, 160)))
+            if agreement < 0.9999:
+                raise ExportError(f"ONNX Runtime labels agree with PyTorch on only {agreement:.4%} of pixels")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    info.write_json(sidecar_path(out), onnx_sha256=sha256_file(out), opset=OPSET, input=INPUT,
+                    outputs=outputs, input_layout="NHWC uint8 RGB", output_layout="NHW int32",
+                    accepted_sizes="H and W multiples of 8, any N",
+                    exported_with={"torch": torch.__version__, "onnx": onnx.__version__})
+    return out
+
+
+def compare_with_torch(pipeline, onnx_path, sizes, seeds=(0, 1)) -> float:
+    """Fraction of pixels whose ONNX Runtime label equals PyTorch's, over generated frames."""
+    import onnxruntime as ort
+    import torch
+
+    from drn_perception.data.synthetic import generate_scene
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    same = total = 0
+    for h, w in sizes:
+        batch = np.stack([generate_scene(seed, h, w)[0] for seed in seeds])
+        ref = pipeline(torch.from_numpy(batch))
+        ref = (ref[0] if isinstance(ref, tuple) else ref).numpy()
+        got = sess.run(["labels"], {INPUT: batch})[0]
+        same += int((ref == got).sum())
+        total += ref.size
+    return same / total
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="drn-export", description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="our .pt checkpoint, or the authors' segmentation checkpoint")
+    p.add_argument("--out", required=True, help="output .onnx path (model.json is written beside it)")
+    p.add_argument("--arch", help="architecture of an authors' checkpoint (default: recognised from its tensors)")
+    p.add_argument("--no-confidence", action="store_true", help="export labels only")
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    args = p.parse_args(argv)
+    if Path(args.out).suffix != ".onnx":
+        p.error("--out must end in .onnx")
+    try:
+        out = export_onnx(args.checkpoint, args.out, confidence=not args.no_confidence, arch=args.arch,
+                          check=not args.no_check)
+    except (ValueError, ExportError, OSError) as exc:
+        print(f"drn-export: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} and {sidecar_path(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

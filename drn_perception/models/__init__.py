@@ -1,0 +1,1 @@
+"""DRN models (PyTorch). Importing this subpackage imports torch."""
