@@ -6,3 +6,40 @@ import random
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(100, 200)))
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+import pytest  # noqa: E402
+
+
+def make_tiny_checkpoint(path, seed=0, arch="drn_c_26", width=0.25):
+    """A small random-weight DRN with varied BN statistics, so its labels are not constant."""
+    import torch
+
+    from drn_perception.model_info import ModelInfo, cityscapes
+    from drn_perception.models.checkpoints import save_checkpoint
+    from drn_perception.models.segmentation import DRNSeg
+
+    torch.manual_seed(seed)
+    model = DRNSeg(arch, 19, width=width).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+        model.seg.bias.uniform_(-0.5, 0.5)
+    cs = cityscapes()
+    info = ModelInfo(arch=arch, classes=cs.classes, palette=cs.palette, width=width)
+    return save_checkpoint(path, model, info.to_dict())
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """Our .pt checkpoint of a random-weight DRN-C-26 at width 0.25 (19 Cityscapes classes)."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_model(tiny_checkpoint):
+    """The tiny checkpoint exported with drn-export's code (model.onnx + model.json)."""
+    from drn_perception.deploy.export import export_onnx
+
+    return export_onnx(tiny_checkpoint, tiny_checkpoint.with_suffix(".onnx"), check=False)
