@@ -1,0 +1,97 @@
+"""One exported graph: parity with PyTorch, dynamic shapes, TensorRT-importable ops, metadata."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from drn_perception.data.synthetic import generate_scene
+from drn_perception.deploy.export import OPSET, TRT_SAFE_OPS, export_onnx, load_model
+from drn_perception.inference import create_segmenter
+from drn_perception.model_info import ModelInfo, sha256_file, sidecar_path
+from drn_perception.models.pipeline import SegmentationPipeline
+
+
+def _varied_batches():
+    rng = np.random.default_rng(7)
+    for n, h, w in ((1, 64, 64), (2, 128, 256), (3, 200, 304), (1, 256, 512)):
+        scenes = np.stack([generate_scene(100 + i, h, w)[0] for i in range(n)])
+        yield scenes
+        yield rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)  # noise: no scene prior at all
+
+
+def test_onnx_runtime_labels_equal_pytorch(tiny_onnx_model, tiny_checkpoint):
+    model, info = load_model(tiny_checkpoint)
+    pipeline = SegmentationPipeline(model, info.mean, info.std).eval()
+    ort_seg = create_segmenter(tiny_onnx_model, "onnxruntime", "cpu")
+    same = total = 0
+    for batch in _varied_batches():
+        with torch.no_grad():
+            ref_labels, ref_conf = pipeline(torch.from_numpy(batch))
+        got = ort_seg.infer(batch, want_confidence=True)
+        assert got.labels.shape == batch.shape[:3] and got.labels.dtype == np.int32
+        same += int((got.labels == ref_labels.numpy()).sum())
+        total += got.labels.size
+        np.testing.assert_allclose(got.confidence, ref_conf.numpy(), atol=1e-4)
+        assert len(np.unique(got.labels)) > 1  # the check is not vacuous
+    assert same / total >= 0.9999
+
+
+def test_graph_is_opset17_dynamic_uint8_and_trt_importable(tiny_onnx_model):
+    g = onnx.load(tiny_onnx_model)
+    assert g.opset_import[0].version == OPSET
+    ops = {n.op_type for n in g.graph.node}
+    assert ops <= TRT_SAFE_OPS and {"Conv", "ConvTranspose", "ArgMax", "Cast"} <= ops
+    (inp,) = g.graph.input
+    assert inp.name == "images" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims[3] == 3 and all(isinstance(d, str) for d in dims[:3])
+    outs = {o.name: o.type.tensor_type.elem_type for o in g.graph.output}
+    assert outs == {"labels": onnx.TensorProto.INT32, "confidence": onnx.TensorProto.FLOAT}
+
+
+def test_sidecar_records_model_and_hashes(tiny_onnx_model, tiny_checkpoint):
+    meta = json.loads(sidecar_path(tiny_onnx_model).read_text())
+    assert meta["arch"] == "drn_c_26" and len(meta["classes"]) == 19 and len(meta["palette"]) == 19
+    assert meta["checkpoint_sha256"] == sha256_file(tiny_checkpoint)
+    assert meta["onnx_sha256"] == sha256_file(tiny_onnx_model)
+    assert meta["size_multiple"] == 8 and len(meta["mean"]) == 3 and len(meta["std"]) == 3
+
+
+def test_metadata_inside_graph_serves_when_sidecar_is_missing(tiny_onnx_model, tmp_path):
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes(tiny_onnx_model.read_bytes())
+    seg = create_segmenter(lone)
+    assert seg.info == ModelInfo.read_json(sidecar_path(tiny_onnx_model))
+
+
+def test_labels_only_export_and_cli(tiny_checkpoint, tmp_path):
+    out = tmp_path / "labels_only.onnx"
+    r = subprocess.run([sys.executable, "-m", "drn_perception.deploy.export", str(tiny_checkpoint),
+                        "--out", str(out), "--no-confidence"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [o.name for o in onnx.load(out).graph.output] == ["labels"]
+    seg = create_segmenter(out)
+    frame = generate_scene(3, 64, 128)[0]
+    res = seg.infer(frame, want_confidence=True)
+    assert res.confidence is None and res.labels.shape == (1, 64, 128)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "drn_perception.deploy.export", str(tmp_path / "nope.pt"),
+                        "--out", str(tmp_path / "x.onnx")], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_of_larger_variant_keeps_parity(tmp_path):
+    """DRN-D at another width goes through the same exporter (the check inside export_onnx)."""
+    from conftest import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "d.pt", seed=3, arch="drn_d_22", width=0.125)
+    out = export_onnx(ckpt, tmp_path / "d.onnx", check=True)
+    assert out.is_file() and sidecar_path(out).is_file()

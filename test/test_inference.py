@@ -1,0 +1,95 @@
+"""Backends behind one interface: selection, padding to the stride, clear errors."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from drn_perception.data.synthetic import generate_scene
+from drn_perception.inference import BackendUnavailable, create_segmenter
+
+
+def test_torch_and_onnxruntime_agree_through_create_segmenter(tiny_checkpoint, tiny_onnx_model):
+    a = create_segmenter(tiny_checkpoint, device="cpu")
+    b = create_segmenter(tiny_onnx_model, device="cpu")
+    assert (a.backend, b.backend) == ("torch", "onnxruntime")
+    assert a.info.classes == b.info.classes
+    frames = np.stack([generate_scene(s, 96, 160)[0] for s in (1, 2)])
+    ra, rb = a.infer(frames, True), b.infer(frames, True)
+    assert (ra.labels == rb.labels).mean() >= 0.9999
+    assert np.abs(ra.confidence - rb.confidence).max() < 1e-4
+
+
+@pytest.mark.parametrize("h,w", [(61, 97), (64, 100), (1, 1)])
+def test_odd_sizes_are_padded_bottom_right_and_cropped(tiny_onnx_model, h, w):
+    seg = create_segmenter(tiny_onnx_model)
+    frame = generate_scene(5, 128, 200)[0][:h, :w]
+    res = seg.infer(frame, want_confidence=True)
+    assert res.labels.shape == res.confidence.shape == (1, h, w)
+    # The same as running the graph on the frame extended at the bottom/right edge (not
+    # resized, not centred), so mask pixel (i, j) is input pixel (i, j).
+    padded = np.pad(frame, ((0, -h % 8), (0, -w % 8), (0, 0)), mode="edge")
+    full = seg.session.run(["labels"], {"images": padded[None]})[0]
+    assert np.array_equal(res.labels, full[:, :h, :w])
+
+
+def test_bad_batches_are_refused(tiny_onnx_model):
+    seg = create_segmenter(tiny_onnx_model)
+    with pytest.raises(ValueError, match="uint8"):
+        seg.infer(np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
+        seg.infer(np.zeros((1, 8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        seg.infer(np.zeros((0, 8, 8, 3), np.uint8))
+
+
+def test_selection_errors_name_the_fix(tiny_onnx_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        create_segmenter(tmp_path / "missing.onnx")
+    with pytest.raises(ValueError, match="unknown backend 'tflite'"):
+        create_segmenter(tiny_onnx_model, backend="tflite")
+    with pytest.raises(ValueError, match="loads .engine/.plan files"):
+        create_segmenter(tiny_onnx_model, backend="tensorrt")
+    odd = tmp_path / "model.bin"
+    odd.write_bytes(b"x")
+    with pytest.raises(ValueError, match="cannot tell the backend"):
+        create_segmenter(odd)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(ValueError, match="ONNX Runtime cannot load"):
+        create_segmenter(broken)
+
+
+def test_missing_library_is_named_when_backend_is_chosen(tiny_onnx_model):
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "import drn_perception, drn_perception.inference as inf\n"
+        "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules\n"
+        "try:\n"
+        f"    inf.create_segmenter({str(tiny_onnx_model)!r})\n"
+        "except inf.BackendUnavailable as e:\n"
+        "    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "needs onnxruntime" in r.stdout
+
+
+def test_importing_the_package_needs_no_heavy_library():
+    code = ("import sys, drn_perception, drn_perception.inference, drn_perception.model_info\n"
+            "heavy = {'torch', 'onnxruntime', 'tensorrt', 'rclpy'} & set(sys.modules)\n"
+            "assert not heavy, heavy")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_unavailable_cuda_is_a_clear_error(tiny_onnx_model, tiny_checkpoint):
+    import onnxruntime
+    import torch
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+            create_segmenter(tiny_onnx_model, device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable, match="CUDA"):
+            create_segmenter(tiny_checkpoint, device="cuda")
