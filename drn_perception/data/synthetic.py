@@ -1,0 +1,828 @@
+"""Procedural street scenes with exact per-pixel Cityscapes trainId labels.
+
+There is no labelled street-scene data these machines can download, so training and tests
+use scenes drawn here: a pinhole camera looks down a straight street (road, kerbs, lane
+markings, sidewalks, grass verges, buildings with windows or a park with trees), with cars,
+people, poles, street lamps and traffic signs placed on the ground plane, a sky with clouds,
+and per-class textures, lighting and sensor noise on top.
+
+Every primitive is drawn twice with the same OpenCV call, once into the colour image and once
+into the label image, in back-to-front order, so each pixel's label is the class of the object
+visible there. Lighting, texture and noise change colours only. Label 255 is never used.
+
+Sizes are sampled relative to the image, so a seed gives the same scene at any resolution of
+the same aspect ratio; the random draws that place objects do not depend on the pixel count.
+Thin classes are drawn thicker than life (poles at least 1/36 of the image width, signs at
+least 1/20) so that a network with output stride 8 can learn them.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import cv2
+import numpy as np
+
+__all__ = ["SYNTHETIC_CLASS_IDS", "generate_scene", "generate_batch"]
+
+# Cityscapes trainIds used here.
+ROAD, SIDEWALK, BUILDING, POLE, SIGN = 0, 1, 2, 5, 7
+VEGETATION, TERRAIN, SKY, PERSON, CAR = 8, 9, 10, 11, 13
+
+#: Sorted trainIds that :func:`generate_scene` can emit.
+SYNTHETIC_CLASS_IDS: tuple[int, ...] = tuple(
+    sorted((ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR))
+)
+
+_MIN_SIDE = 16
+_MAX_SIDE = 8192
+
+# Per-class texture amplitudes (multiplicative luminance modulation) at three scales.
+_TEX_FINE = {ROAD: 0.07, SIDEWALK: 0.05, BUILDING: 0.035, POLE: 0.03, SIGN: 0.02,
+             VEGETATION: 0.20, TERRAIN: 0.14, SKY: 0.008, PERSON: 0.035, CAR: 0.025}
+_TEX_MID = {ROAD: 0.035, SIDEWALK: 0.03, BUILDING: 0.025, VEGETATION: 0.30, TERRAIN: 0.08,
+            PERSON: 0.02}
+_TEX_COARSE = {ROAD: 0.09, SIDEWALK: 0.06, BUILDING: 0.05, VEGETATION: 0.10, TERRAIN: 0.10,
+               SKY: 0.03}
+# Per-class colour shift (added RGB per unit of coarse noise): patchy, yellow/brown terrain.
+_TEX_CHROMA = {TERRAIN: (0.16, 0.06, -0.08), VEGETATION: (-0.08, 0.06, -0.06)}
+
+
+def _lut(table: dict[int, float]) -> np.ndarray:
+    lut = np.zeros((1, 256), np.float32)
+    for k, v in table.items():
+        lut[0, k] = v
+    return lut
+
+
+_LUT_FINE = _lut(_TEX_FINE)
+_LUT_MID = _lut(_TEX_MID)
+_LUT_COARSE = _lut(_TEX_COARSE)
+# Relative colour shift per channel (multiplies the coarse noise), one LUT per channel.
+_LUT_CHROMA = np.zeros((3, 1, 256), np.float32)
+for _k, _v in _TEX_CHROMA.items():
+    _LUT_CHROMA[:, 0, _k] = _v
+
+
+def _col(c) -> tuple[int, int, int]:
+    return tuple(min(255, max(0, int(round(float(x))))) for x in c)
+
+
+def _pts(p) -> np.ndarray:
+    return np.rint(np.asarray(p, np.float64)).astype(np.int32)
+
+
+class _Canvas:
+    """Colour and label images drawn with identical primitives."""
+
+    def __init__(self, height: int, width: int):
+        self.h, self.w = height, width
+        self.rgb = np.zeros((height, width, 3), np.uint8)
+        self.lab = np.zeros((height, width), np.uint8)
+
+    def polys(self, polys, color, label: int) -> None:
+        polys = [_pts(p) for p in polys]
+        if not polys:
+            return
+        cv2.fillPoly(self.rgb, polys, _col(color))
+        cv2.fillPoly(self.lab, polys, int(label))
+
+    def poly(self, pts, color, label: int) -> None:
+        self.polys([pts], color, label)
+
+    def circle(self, c, r: float, color, label: int) -> None:
+        c = (int(round(c[0])), int(round(c[1])))
+        r = max(1, int(round(r)))
+        cv2.circle(self.rgb, c, r, _col(color), -1)
+        cv2.circle(self.lab, c, r, int(label), -1)
+
+    def ellipse(self, c, axes, angle: float, a0: float, a1: float, color, label: int) -> None:
+        c = (int(round(c[0])), int(round(c[1])))
+        ax = (max(1, int(round(axes[0]))), max(1, int(round(axes[1]))))
+        cv2.ellipse(self.rgb, c, ax, angle, a0, a1, _col(color), -1)
+        cv2.ellipse(self.lab, c, ax, angle, a0, a1, int(label), -1)
+
+    def line(self, p0, p1, thickness: float, color, label: int) -> None:
+        p0 = (int(round(p0[0])), int(round(p0[1])))
+        p1 = (int(round(p1[0])), int(round(p1[1])))
+        t = max(1, int(round(thickness)))
+        cv2.line(self.rgb, p0, p1, _col(color), t)
+        cv2.line(self.lab, p0, p1, int(label), t)
+
+    def rect(self, x0, y0, x1, y1, color, label: int) -> None:
+        self.poly([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], color, label)
+
+
+class _Camera:
+    """Pinhole camera at height ``ch`` above the ground plane Y=0, looking along +Z."""
+
+    def __init__(self, f: float, cx: float, cy: float, ch: float, x0: float, h: int, w: int):
+        self.f, self.cx, self.cy, self.ch, self.x0 = f, cx, cy, ch, x0
+        self.h, self.w = h, w
+        # Nearest depth used for ground geometry: its ground row lies well below the image.
+        self.z_near = f * ch / (1.6 * h - cy)
+
+    def project(self, X, Y, Z) -> np.ndarray:
+        Z = np.asarray(Z, np.float64)
+        u = self.cx + self.f * (np.asarray(X, np.float64) - self.x0) / Z
+        v = self.cy + self.f * (self.ch - np.asarray(Y, np.float64)) / Z
+        u, v = np.broadcast_arrays(u, v)
+        return np.stack([u, v], axis=-1)
+
+    def u(self, X, Z):
+        return self.cx + self.f * (X - self.x0) / Z
+
+    def v(self, Y, Z):
+        return self.cy + self.f * (self.ch - Y) / Z
+
+
+def _quad_x(cam, X, ya, yb, za, zb):
+    return cam.project([X, X, X, X], [ya, yb, yb, ya], [za, za, zb, zb])
+
+
+def _quad_y(cam, Y, xa, xb, za, zb):
+    return cam.project([xa, xb, xb, xa], [Y, Y, Y, Y], [za, za, zb, zb])
+
+
+def _quad_z(cam, Z, xa, xb, ya, yb):
+    return cam.project([xa, xb, xb, xa], [ya, ya, yb, yb], [Z, Z, Z, Z])
+
+
+def _jitter(rng, c, amount: float):
+    return np.asarray(c, np.float64) + rng.uniform(-amount, amount, 3)
+
+
+# ----------------------------------------------------------------------------- palettes
+
+def _sidewalk_color(rng):
+    lum = rng.uniform(135, 180)
+    tint = [(1.0, 1.0, 1.0), (1.04, 0.98, 0.93), (1.06, 0.95, 0.95), (0.97, 0.99, 1.03)]
+    return np.array(tint[rng.integers(len(tint))]) * lum + rng.uniform(-5, 5, 3)
+
+
+def _road_color(rng):
+    lum = rng.uniform(62, 100)
+    return np.array([lum, lum * rng.uniform(0.99, 1.03), lum * rng.uniform(1.0, 1.08)])
+
+
+def _terrain_color(rng):
+    base = [(128, 138, 64), (140, 136, 78), (116, 128, 60), (150, 140, 90), (122, 140, 72)]
+    return _jitter(rng, base[rng.integers(len(base))], 12)
+
+
+def _vegetation_color(rng):
+    return np.array([rng.uniform(28, 72), rng.uniform(72, 120), rng.uniform(18, 50)])
+
+
+_FACADES = [(196, 178, 146), (168, 84, 58), (150, 72, 52), (210, 196, 160), (176, 168, 160),
+            (200, 160, 110), (150, 136, 120), (214, 206, 186), (120, 104, 92), (188, 120, 86)]
+_CAR_COLORS = [(228, 228, 228), (172, 174, 178), (104, 106, 110), (32, 32, 36), (28, 38, 88),
+               (164, 24, 24), (40, 70, 150), (36, 84, 56), (192, 172, 128), (212, 178, 36),
+               (120, 20, 30), (70, 110, 140)]
+_SKIN = [(234, 196, 166), (214, 164, 126), (176, 122, 86), (120, 80, 56), (86, 58, 40)]
+_HAIR = [(30, 24, 20), (70, 46, 30), (120, 84, 50), (200, 170, 110), (140, 140, 140)]
+_PANTS = [(30, 34, 60), (40, 40, 44), (70, 70, 74), (150, 130, 100), (20, 20, 24),
+          (60, 80, 120)]
+_SHIRTS = [(200, 40, 40), (40, 90, 170), (230, 230, 225), (30, 30, 32), (60, 140, 70),
+           (230, 190, 40), (120, 60, 140), (220, 120, 40), (110, 110, 115), (90, 60, 40)]
+
+
+# ----------------------------------------------------------------------------- layout
+
+class _Layout:
+    pass
+
+
+def _sample_layout(rng, cam: _Camera) -> _Layout:
+    lay = _Layout()
+    n_lanes = int(rng.integers(2, 5))
+    lane_w = rng.uniform(3.0, 3.6)
+    lay.road = (-n_lanes * lane_w / 2, n_lanes * lane_w / 2)
+    lay.n_lanes, lay.lane_w = n_lanes, lane_w
+    k = int(rng.integers(n_lanes))
+    cam.x0 = lay.road[0] + (k + 0.5) * lane_w + rng.uniform(-0.5, 0.5)
+    lay.road_color = _road_color(rng)
+    lay.sidewalk_color = _sidewalk_color(rng)
+    lay.terrain_color = _terrain_color(rng)
+    lay.sides = {}
+    for s in (-1, 1):
+        side = _Layout()
+        side.curb = lay.road[1] if s > 0 else lay.road[0]
+        side.sidewalk_w = rng.uniform(1.8, 4.5)
+        side.grass_w = rng.uniform(1.5, 4.0) if rng.random() < 0.6 else 0.0
+        side.grass_first = bool(rng.random() < 0.35)
+        side.built = bool(rng.random() < 0.8)
+        side.light = rng.uniform(0.72, 1.1)
+        lay.sides[s] = side
+    if all(lay.sides[s].built and lay.sides[s].grass_w == 0 for s in (-1, 1)):
+        lay.sides[int(rng.choice([-1, 1]))].grass_w = rng.uniform(1.5, 3.0)
+    for s, side in lay.sides.items():
+        c = side.curb
+        if side.grass_first:
+            side.grass = (c, c + s * side.grass_w)
+            side.walk = (side.grass[1], side.grass[1] + s * side.sidewalk_w)
+            side.facade = side.walk[1]
+        else:
+            side.walk = (c, c + s * side.sidewalk_w)
+            side.grass = (side.walk[1], side.walk[1] + s * side.grass_w)
+            side.facade = side.grass[1]
+    lay.far_facade = bool(rng.random() < 0.35) and any(lay.sides[s].built for s in (-1, 1))
+    lay.z_end = rng.uniform(50, 150) if lay.far_facade else 250.0
+    return lay
+
+
+# ----------------------------------------------------------------------------- background
+
+def _draw_sky(cv: _Canvas, rng, cam: _Camera) -> None:
+    h, w = cv.h, cv.w
+    top = np.array([rng.uniform(40, 110), rng.uniform(100, 160), rng.uniform(190, 245)])
+    if rng.random() < 0.2:  # hazy / overcast sky: pale but still bluish
+        top = np.array([rng.uniform(150, 185), rng.uniform(175, 200), rng.uniform(210, 235)])
+    horizon = np.array([rng.uniform(185, 225), rng.uniform(205, 235), rng.uniform(228, 252)])
+    t = np.clip(np.arange(h, dtype=np.float32) / max(cam.cy, 1.0), 0, 1)[:, None] ** 0.8
+    grad = top[None, :] * (1 - t) + horizon[None, :] * t
+    cv.rgb[:] = cv2.resize(np.clip(grad, 0, 255).astype(np.uint8)[:, None, :], (w, h),
+                           interpolation=cv2.INTER_NEAREST)
+    cv.lab[:] = SKY
+    for _ in range(int(rng.integers(0, 6))):
+        cu, cvv = rng.uniform(0, 1) * w, rng.uniform(0.05, 0.8) * cam.cy
+        size = rng.uniform(0.04, 0.12) * w
+        shade = rng.uniform(225, 252)
+        for _ in range(int(rng.integers(4, 9))):
+            c = (cu + rng.uniform(-1, 1) * size, cvv + rng.uniform(-0.25, 0.25) * size)
+            ax = (rng.uniform(0.3, 0.7) * size, rng.uniform(0.12, 0.3) * size)
+            g = shade - rng.uniform(0, 25)
+            cv.ellipse(c, ax, 0, 0, 360, (g, g, min(255, g + 6)), SKY)
+
+
+def _draw_skyline(cv: _Canvas, rng, cam: _Camera) -> None:
+    """Distant buildings or tree line on the horizon (mostly covered by nearer things)."""
+    w = cv.w
+    x = -0.02 * w
+    while x < w * 1.02:
+        bw = rng.uniform(0.03, 0.09) * w
+        if rng.random() < 0.5:
+            bh = rng.uniform(0.025, 0.08) * cv.h
+            col = _jitter(rng, _FACADES[rng.integers(len(_FACADES))], 10) * 0.8
+            cv.rect(x, cam.cy - bh, x + bw, cam.cy + 2, col, BUILDING)
+        else:
+            col = _vegetation_color(rng)
+            for _ in range(4):
+                r = rng.uniform(0.2, 0.45) * bw
+                cv.circle((x + rng.uniform(0, bw), cam.cy - rng.uniform(0, 0.04) * cv.h), r,
+                          _jitter(rng, col, 8), VEGETATION)
+        x += bw
+
+
+def _draw_ground(cv: _Canvas, rng, cam: _Camera, lay: _Layout) -> None:
+    h, w = cv.h, cv.w
+    zn, zf = cam.z_near, 2000.0
+    cy = int(np.floor(cam.cy))
+    cv.rect(-1, cy, w + 1, h + 1, lay.terrain_color, TERRAIN)
+    for s, side in lay.sides.items():
+        if side.grass_w > 0:
+            cv.poly(_quad_y(cam, 0, side.grass[0], side.grass[1], zn, zf), lay.terrain_color,
+                    TERRAIN)
+        cv.poly(_quad_y(cam, 0, side.walk[0], side.walk[1], zn, zf), lay.sidewalk_color,
+                SIDEWALK)
+    cv.poly(_quad_y(cam, 0, lay.road[0], lay.road[1], zn, zf), lay.road_color, ROAD)
+
+    # Sidewalk paving joints: lines along and across the street.
+    joint = lay.sidewalk_color * rng.uniform(0.8, 0.9)
+    thick = max(1, int(round(w / 700)))
+    for side in lay.sides.values():
+        a, b = sorted(side.walk)
+        segs = []
+        for x in np.arange(a + 0.9, b - 0.3, rng.uniform(0.9, 1.6)):
+            segs.append(cam.project([x, x], [0, 0], [zn, 60.0]))
+        step = rng.uniform(0.8, 1.6)
+        for z in np.arange(max(zn, 1.0), 45.0, step):
+            segs.append(cam.project([a, b], [0, 0], [z, z]))
+        if segs:
+            cv2.polylines(cv.rgb, [_pts(p) for p in segs], False, _col(joint), thick)
+            cv2.polylines(cv.lab, [_pts(p) for p in segs], False, SIDEWALK, thick)
+        # Kerb: the raised edge between sidewalk/grass and road.
+    kerb = lay.sidewalk_color * rng.uniform(1.05, 1.2)
+    for s, side in lay.sides.items():
+        c = side.curb
+        cls = TERRAIN if side.grass_first and side.grass_w > 0 else SIDEWALK
+        if cls == SIDEWALK:
+            cv.poly(_quad_x(cam, c, 0, 0.14, zn, zf), kerb, SIDEWALK)
+
+    # Lane markings: solid edge lines, dashed lane separators, optional zebra crossing.
+    paint = np.array([rng.uniform(200, 240)] * 3)
+    lw = rng.uniform(0.12, 0.18)
+    rl, rr = lay.road
+    marks = [_quad_y(cam, 0, rl + 0.25, rl + 0.25 + lw, zn, zf),
+             _quad_y(cam, 0, rr - 0.25 - lw, rr - 0.25, zn, zf)]
+    dash, gap = rng.uniform(2.5, 4.0), rng.uniform(5.0, 9.0)
+    phase = rng.uniform(0, dash + gap)
+    for i in range(1, lay.n_lanes):
+        x = rl + i * lay.lane_w
+        for z in np.arange(max(zn, 0.5) + phase - dash - gap, 150.0, dash + gap):
+            za, zb = max(z, zn), z + dash
+            if zb > za:
+                marks.append(_quad_y(cam, 0, x - lw / 2, x + lw / 2, za, zb))
+    if rng.random() < 0.3:
+        z0 = rng.uniform(6, 20)
+        depth = rng.uniform(3.0, 4.5)
+        for x in np.arange(rl + 0.5, rr - 0.5, 1.0):
+            marks.append(_quad_y(cam, 0, x, x + 0.5, z0, z0 + depth))
+    cv.polys(marks, paint, ROAD)
+
+
+def _draw_building_block(cv, rng, cam, s, side, lay, za, zb, height) -> None:
+    X = side.facade
+    # All random draws first, so the scene does not depend on what is visible at this size.
+    col = _jitter(rng, _FACADES[rng.integers(len(_FACADES))], 14) * side.light
+    plinth_h, plinth_k = rng.uniform(0.4, 0.9), rng.uniform(0.6, 0.8)
+    cornice_h, cornice_k = rng.uniform(0.4, 0.9), rng.uniform(0.75, 1.15)
+    floor_h = rng.uniform(3.0, 3.8)
+    win_h = rng.uniform(1.2, 1.9)
+    win_w = rng.uniform(0.8, 1.7)
+    spacing = win_w + rng.uniform(0.8, 2.4)
+    y_first = floor_h + rng.uniform(0.6, 1.0)
+    glass = np.array([rng.uniform(20, 60), rng.uniform(28, 70), rng.uniform(40, 90)])
+    frame = rng.random() < 0.5
+    ys = np.arange(y_first, height - win_h - 0.8, floor_h)
+    zs = np.arange(za + rng.uniform(0.6, 1.5), min(zb, 120.0) - win_w - 0.3, spacing)
+    lit = rng.random(len(ys) * len(zs)) < 0.25
+    shop = np.array([rng.uniform(25, 60)] * 3) + rng.uniform(-8, 8, 3)
+    z = za + rng.uniform(0.5, 2.0)
+    shops = []
+    while z < min(zb, 80.0) - 2.0:
+        wdt = rng.uniform(1.0, 3.5)
+        top = rng.uniform(2.2, min(2.9, floor_h - 0.2))
+        shops.append((rng.uniform(0.2, 0.7), top, z, min(z + wdt, zb - 0.5)))
+        z += wdt + rng.uniform(0.8, 3.0)
+
+    lo, hi = sorted((cam.u(X, za), cam.u(X, zb)))
+    if hi < 0 or lo > cv.w:
+        return
+    cv.poly(_quad_x(cam, X, 0, height, za, zb), col, BUILDING)
+    if hi - lo < 3:
+        return
+    cv.poly(_quad_x(cam, X, 0, plinth_h, za, zb), col * plinth_k, BUILDING)
+    cv.poly(_quad_x(cam, X, height - cornice_h, height, za, zb), col * cornice_k, BUILDING)
+    if len(ys) and len(zs):
+        Y, Z = np.meshgrid(ys, zs, indexing="ij")
+        Y, Z = Y.ravel(), Z.ravel()
+        Xs = np.full((len(Y), 4), X)
+        quads = cam.project(Xs, np.stack([Y, Y + win_h, Y + win_h, Y], 1),
+                            np.stack([Z, Z, Z + win_w, Z + win_w], 1))
+        keep = (quads[:, :, 0].max(1) >= 0) & (quads[:, :, 0].min(1) < cv.w)
+        keep &= (quads[:, :, 1].max(1) >= 0)
+        if frame:
+            cv.polys(list(quads[keep]), col * 1.25, BUILDING)
+            t = 0.1
+            quads = cam.project(Xs, np.stack([Y + t, Y + win_h - t, Y + win_h - t, Y + t], 1),
+                                np.stack([Z + t, Z + t, Z + win_w - t, Z + win_w - t], 1))
+        cv.polys(list(quads[keep & ~lit]), glass, BUILDING)
+        cv.polys(list(quads[keep & lit]), glass * 1.8 + 20, BUILDING)
+    # Ground floor: shop windows and doors.
+    cv.polys([_quad_x(cam, X, *q) for q in shops], shop, BUILDING)
+
+
+def _draw_buildings(cv, rng, cam, lay) -> None:
+    # Far facade across the street end, drawn first (everything else is in front of it).
+    if lay.far_facade:
+        xl = lay.sides[-1].facade - 6 if lay.sides[-1].built else lay.sides[-1].facade - 40
+        xr = lay.sides[1].facade + 6 if lay.sides[1].built else lay.sides[1].facade + 40
+        x = xl
+        while x < xr:
+            bw = rng.uniform(8, 25)
+            hgt = rng.uniform(10, 35)
+            col = _jitter(rng, _FACADES[rng.integers(len(_FACADES))], 14)
+            cv.poly(_quad_z(cam, lay.z_end, x, x + bw, 0, hgt), col, BUILDING)
+            glass = np.array([rng.uniform(20, 60), rng.uniform(28, 70), rng.uniform(40, 90)])
+            ys = np.arange(rng.uniform(3.5, 4.5), hgt - 2.0, rng.uniform(3.0, 3.6))
+            xs = np.arange(x + 1.0, x + bw - 1.5, rng.uniform(2.2, 3.5))
+            if len(ys) and len(xs):
+                Y, XX = np.meshgrid(ys, xs, indexing="ij")
+                Y, XX = Y.ravel(), XX.ravel()
+                q = cam.project(np.stack([XX, XX + 1.2, XX + 1.2, XX], 1),
+                                np.stack([Y, Y, Y + 1.5, Y + 1.5], 1), lay.z_end)
+                cv.polys(list(q), glass, BUILDING)
+            x += bw
+    for s, side in lay.sides.items():
+        if side.built:
+            blocks = []
+            z = 1.0
+            while z < lay.z_end:
+                length = rng.uniform(8, 35)
+                tall = rng.random() < 0.2 and z < 60
+                height = rng.uniform(30, 50) if tall else rng.uniform(8, 28)
+                gap = rng.uniform(3, 10) if rng.random() < 0.15 else 0.0
+                blocks.append((z, min(z + length, lay.z_end), height))
+                z += length + gap
+            for za, zb, height in reversed(blocks):
+                _draw_building_block(cv, rng, cam, s, side, lay, za, zb, height)
+        else:
+            # Park: a tree line far from the street, over open grass.
+            X = side.facade + s * rng.uniform(12, 35)
+            zs = np.geomspace(4.0, 300.0, 40)
+            top = np.clip(rng.uniform(5, 10) + rng.uniform(-1.5, 1.5, len(zs)), 3.0, 14.0)
+            radius = rng.uniform(1.5, 3.5, len(zs))
+            col = _vegetation_color(rng) * 0.85
+            shades = rng.uniform(-10, 10, len(zs))
+            pts = np.concatenate([cam.project(X, 0.0, zs), cam.project(X, top, zs)[::-1]])
+            cv.poly(pts, col, VEGETATION)
+            crowns = cam.project(X, top, zs)
+            for (u, v), z, r, sh in zip(crowns, zs, radius, shades):
+                cv.circle((u, v), r * cam.f / z, col + sh, VEGETATION)
+
+
+# ----------------------------------------------------------------------------- objects
+
+def _tree(cv, rng, cam, X, Z) -> Callable[[], None]:
+    trunk_h = rng.uniform(1.8, 3.2)
+    r = rng.uniform(1.5, 3.5)
+    trunk_w = rng.uniform(0.3, 0.5)
+    trunk_col = np.array([rng.uniform(60, 95), rng.uniform(45, 65), rng.uniform(30, 45)])
+    crown = _vegetation_color(rng)
+    blobs = [(rng.uniform(-0.6, 0.6) * r, rng.uniform(-0.45, 0.5) * r, rng.uniform(0.4, 0.65) * r,
+              rng.uniform(-12, 12)) for _ in range(int(rng.integers(7, 13)))]
+
+    def draw():
+        sc = cam.f / Z
+        u, vg = cam.u(X, Z), cam.v(0, Z)
+        tw = max(trunk_w * sc, cv.w / 110)
+        yc = cam.v(trunk_h + 0.6 * r, Z)
+        cv.rect(u - tw / 2, yc, u + tw / 2, vg, trunk_col, VEGETATION)
+        for dx, dy, rr, shade in blobs:
+            cv.circle((u + dx * sc, yc - dy * sc), rr * sc, crown + shade, VEGETATION)
+
+    return draw
+
+
+def _hedge(cv, rng, cam, s, side, za, zb) -> Callable[[], None]:
+    a, b = sorted(side.grass)
+    depth = min(rng.uniform(0.7, 1.2), b - a - 0.3)
+    xin = rng.uniform(a + 0.15, b - depth - 0.15)
+    xa, xb = xin, xin + depth
+    hgt = rng.uniform(0.7, 1.5)
+    col = _vegetation_color(rng)
+
+    def draw():
+        inner = xb if s < 0 else xa
+        if (inner - cam.x0) * s > 0:
+            cv.poly(_quad_x(cam, inner, 0, hgt, za, zb), col * 0.85, VEGETATION)
+        if hgt < cam.ch:
+            cv.poly(_quad_y(cam, hgt, xa, xb, za, zb), col * 1.1, VEGETATION)
+        cv.poly(_quad_z(cam, za, xa, xb, 0, hgt), col, VEGETATION)
+
+    return draw
+
+
+_SIGN_KINDS = ("round_red", "no_entry", "round_blue", "triangle", "square_blue", "diamond",
+               "rect_green", "stop")
+
+
+def _draw_sign(cv, kind: str, c, s: float) -> None:
+    x, y = c
+    r = s / 2
+    white = (235, 235, 235)
+    if kind in ("round_red", "no_entry"):
+        cv.circle(c, r, (200, 30, 35), SIGN)
+        if kind == "round_red":
+            cv.circle(c, r * 0.72, white, SIGN)
+        else:
+            cv.rect(x - r * 0.65, y - r * 0.18, x + r * 0.65, y + r * 0.18, white, SIGN)
+    elif kind == "round_blue":
+        cv.circle(c, r, (30, 80, 180), SIGN)
+        cv.poly([(x, y - r * 0.6), (x + r * 0.45, y), (x - r * 0.45, y)], white, SIGN)
+        cv.rect(x - r * 0.15, y, x + r * 0.15, y + r * 0.6, white, SIGN)
+    elif kind == "triangle":
+        h = s * 0.9
+        cv.poly([(x, y - h / 2), (x + r, y + h / 2), (x - r, y + h / 2)], (205, 35, 35), SIGN)
+        cv.poly([(x, y - h / 2 + 0.3 * r), (x + 0.62 * r, y + h / 2 - 0.17 * r),
+                 (x - 0.62 * r, y + h / 2 - 0.17 * r)], white, SIGN)
+    elif kind == "square_blue":
+        cv.rect(x - r, y - r, x + r, y + r, (30, 90, 190), SIGN)
+        cv.rect(x - r * 0.35, y - r * 0.6, x + r * 0.35, y + r * 0.6, white, SIGN)
+    elif kind == "diamond":
+        cv.poly([(x, y - r * 1.1), (x + r * 1.1, y), (x, y + r * 1.1), (x - r * 1.1, y)], white,
+                SIGN)
+        cv.poly([(x, y - r * 0.8), (x + r * 0.8, y), (x, y + r * 0.8), (x - r * 0.8, y)],
+                (235, 190, 20), SIGN)
+    elif kind == "rect_green":
+        cv.rect(x - r * 1.5, y - r * 0.75, x + r * 1.5, y + r * 0.75, white, SIGN)
+        cv.rect(x - r * 1.35, y - r * 0.6, x + r * 1.35, y + r * 0.6, (20, 110, 70), SIGN)
+    else:  # stop
+        ang = np.deg2rad(22.5 + 45 * np.arange(8))
+        oct_ = np.stack([x + r * np.cos(ang), y + r * np.sin(ang)], 1)
+        cv.poly(oct_, (190, 25, 30), SIGN)
+        cv.rect(x - r * 0.6, y - r * 0.16, x + r * 0.6, y + r * 0.16, white, SIGN)
+
+
+def _pole(cv, rng, cam, lay, X, Z, kind: str, s: int) -> Callable[[], None]:
+    base = [(40, 44, 48), (58, 60, 64), (30, 52, 40), (70, 70, 76), (26, 28, 30)]
+    col = _jitter(rng, base[rng.integers(len(base))], 6)
+    min_w = cv.w / rng.uniform(30, 36)
+    lamp_h = rng.uniform(6.0, 9.0)
+    arm = rng.uniform(1.5, 2.6)
+    n_signs = 1 + int(rng.random() < 0.35) if kind == "sign" else int(rng.random() < 0.3)
+    sign_kinds = [_SIGN_KINDS[rng.integers(len(_SIGN_KINDS))] for _ in range(n_signs)]
+    sign_y = rng.uniform(2.4, 3.2)
+    sign_off = rng.uniform(-0.6, 0.6)
+
+    def draw():
+        sc = cam.f / Z
+        u, vg = cam.u(X, Z), cam.v(0, Z)
+        pw = max(0.2 * sc, min_w)
+        ssz = float(np.clip(0.7 * sc, cv.w / 20, cv.w / 9))
+        vs = cam.v(sign_y, Z)
+        if kind == "sign":
+            vtop = vs - 0.3 * ssz
+        else:
+            vtop = cam.v(lamp_h, Z)
+        x0, x1 = u - pw / 2, u + pw / 2
+        cv.rect(x0, vtop, x1, vg, col, POLE)
+        cv.rect(x0 + 0.3 * pw, vtop, x0 + 0.55 * pw, vg, col * 1.5 + 10, POLE)
+        cv.rect(x0 + 0.8 * pw, vtop, x1, vg, col * 0.7, POLE)
+        if kind == "lamp":
+            ue = u - s * max(arm * sc, 2.5 * pw)
+            ve = vtop + 0.2 * pw
+            cv.line((u, vtop + 0.3 * pw), (ue, ve), 0.8 * pw, col, POLE)
+            cv.rect(ue - 1.2 * pw, ve - 0.2 * pw, ue + 1.2 * pw, ve + 0.6 * pw, col * 0.9, POLE)
+        y = vs
+        for k in sign_kinds:
+            _draw_sign(cv, k, (u + sign_off * pw, y), ssz)
+            y += 1.15 * ssz
+
+    return draw
+
+
+def _person(cv, rng, u, v, h) -> Callable[[], None]:
+    skin = _jitter(rng, _SKIN[rng.integers(len(_SKIN))], 8)
+    hair = _jitter(rng, _HAIR[rng.integers(len(_HAIR))], 8)
+    shirt = _jitter(rng, _SHIRTS[rng.integers(len(_SHIRTS))], 20)
+    pants = _jitter(rng, _PANTS[rng.integers(len(_PANTS))], 10)
+    side_view = rng.random() < 0.35
+    coat = rng.random() < 0.3
+    stride = rng.uniform(-0.13, 0.13) if side_view else rng.uniform(-0.05, 0.05)
+    swing = rng.uniform(-0.08, 0.08)
+    bag = rng.random() < 0.25
+    bag_col = _jitter(rng, (60, 40, 30), 25)
+
+    def draw():
+        sw = (0.09 if side_view else 0.135) * h
+        hw = (0.08 if side_view else 0.105) * h
+        head_r = 0.075 * h
+        y_sh, y_hip = v - 0.82 * h, v - 0.47 * h
+        leg_t = 0.1 * h
+        for sgn in (-1, 1):
+            fx = u + sgn * (0.02 if side_view else 0.055) * h + sgn * stride * h
+            hx = u + sgn * (0.02 if side_view else 0.055) * h
+            cv.line((hx, y_hip), (fx, v - 0.04 * h), leg_t, pants, PERSON)
+            cv.ellipse((fx + 0.02 * h, v - 0.025 * h), (0.06 * h, 0.03 * h), 0, 0, 360,
+                       (25, 25, 28), PERSON)
+        bottom = v - 0.28 * h if coat else y_hip + 0.04 * h
+        bw = hw * (1.3 if coat else 1.0)
+        cv.poly([(u - sw, y_sh), (u + sw, y_sh), (u + bw, bottom), (u - bw, bottom)], shirt,
+                PERSON)
+        cv.rect(u - 0.035 * h, y_sh - 0.05 * h, u + 0.035 * h, y_sh + 0.01 * h, skin, PERSON)
+        arm_t = 0.065 * h
+        for sgn in (-1, 1):
+            sx = u + sgn * (sw - 0.03 * h)
+            hx = sx + sgn * 0.02 * h + sgn * swing * h * (1 if sgn > 0 else -1)
+            cv.line((sx, y_sh + 0.03 * h), (hx, v - 0.45 * h), arm_t, shirt * 0.9, PERSON)
+            cv.circle((hx, v - 0.43 * h), 0.035 * h, skin, PERSON)
+        hc = (u, y_sh - 0.05 * h - head_r * 0.9)
+        cv.circle(hc, head_r, skin, PERSON)
+        cv.ellipse(hc, (head_r * 1.05, head_r * 1.05), 0, 180, 360, hair, PERSON)
+        if bag:
+            bx = u + sw * 0.9
+            cv.rect(bx, v - 0.55 * h, bx + 0.12 * h, v - 0.38 * h, bag_col, PERSON)
+
+    return draw
+
+
+def _car(cv, rng, cam, Xc, Zn, toward: bool) -> Callable[[], None]:
+    wc = rng.uniform(1.65, 1.9)
+    length = rng.uniform(3.8, 4.8)
+    yb = rng.uniform(0.22, 0.32)
+    y1 = rng.uniform(0.85, 1.0)
+    y2 = rng.uniform(1.38, 1.6)
+    c_rear, c_front = rng.uniform(0.5, 1.0), rng.uniform(0.9, 1.4)
+    if toward:
+        c_rear, c_front = c_front, c_rear
+    col = _jitter(rng, _CAR_COLORS[rng.integers(len(_CAR_COLORS))], 10)
+    glass = np.array([rng.uniform(20, 45), rng.uniform(25, 50), rng.uniform(30, 60)])
+
+    def draw():
+        xl, xr = Xc - wc / 2, Xc + wc / 2
+        zf = Zn + length
+        dark = (22, 22, 24)
+        # Wheels seen below the near face.
+        for xa in (xl + 0.05, xr - 0.27):
+            cv.poly(_quad_z(cam, Zn + 0.7, xa, xa + 0.22, 0, yb + 0.1), dark, CAR)
+        side_x = xl if xl > cam.x0 else (xr if xr < cam.x0 else None)
+        if side_x is not None:
+            cv.poly(_quad_x(cam, side_x, yb, y1, Zn, zf), col * 0.8, CAR)
+        if cam.ch > y1:
+            cv.poly(_quad_y(cam, y1, xl, xr, Zn, zf), col * 1.08, CAR)
+        cv.poly(_quad_z(cam, Zn, xl, xr, yb, y1), col, CAR)
+        # Cabin.
+        ci = 0.12
+        za, zb = Zn + c_rear, zf - c_front
+        if side_x is not None:
+            sx = side_x + (ci if side_x == xl else -ci)
+            cv.poly(_quad_x(cam, sx, y1, y2, za, zb), col * 0.8, CAR)
+            cv.poly(_quad_x(cam, sx, y1 + 0.06, y2 - 0.06, za + 0.25, zb - 0.15), glass, CAR)
+        if cam.ch > y2:
+            cv.poly(_quad_y(cam, y2, xl + ci, xr - ci, za, zb), col * 1.12, CAR)
+        cv.poly(_quad_z(cam, za, xl + ci, xr - ci, y1, y2), col * 0.95, CAR)
+        cv.poly(_quad_z(cam, za, xl + ci + 0.1, xr - ci - 0.1, y1 + 0.06, y2 - 0.07), glass, CAR)
+        # Side wheels.
+        if side_x is not None:
+            ang = np.linspace(0, 2 * np.pi, 14, endpoint=False)
+            for zw in (Zn + 0.75, zf - 0.8):
+                zz, yy = zw + 0.33 * np.cos(ang), 0.33 + 0.33 * np.sin(ang)
+                cv.poly(cam.project(side_x, yy, zz), dark, CAR)
+                zz, yy = zw + 0.15 * np.cos(ang), 0.33 + 0.15 * np.sin(ang)
+                cv.poly(cam.project(side_x, yy, zz), (120, 120, 125), CAR)
+        # Lights and plate on the near face.
+        light = (235, 235, 215) if toward else (200, 20, 20)
+        for xa in (xl + 0.08, xr - 0.38):
+            cv.poly(_quad_z(cam, Zn, xa, xa + 0.3, y1 - 0.22, y1 - 0.08), light, CAR)
+        cv.poly(_quad_z(cam, Zn, Xc - 0.26, Xc + 0.26, yb + 0.12, yb + 0.24), (230, 230, 225),
+                CAR)
+        if toward:
+            cv.poly(_quad_z(cam, Zn, Xc - 0.5, Xc + 0.5, yb + 0.3, y1 - 0.25), (40, 40, 44), CAR)
+
+    return draw
+
+
+def _place_objects(cv, rng, cam, lay) -> list[tuple[float, Callable[[], None]]]:
+    w, h = cv.w, cv.h
+    objs: list[tuple[float, Callable[[], None]]] = []
+
+    def x_limit(s):
+        side = lay.sides[s]
+        return side.facade - s * 0.4 if side.built else side.facade + s * 8.0
+
+    # Trees along the verge or sidewalk, and in parks.
+    for s, side in lay.sides.items():
+        n = int(rng.integers(0, 5))
+        if side.grass_w > 0:
+            X = (side.grass[0] + side.grass[1]) / 2
+        else:
+            X = side.walk[1] - s * 0.8
+        z = rng.uniform(5, 15)
+        step = rng.uniform(8, 16)
+        for _ in range(n):
+            objs.append((z, _tree(cv, rng, cam, X + rng.uniform(-0.2, 0.2), z)))
+            z += step * rng.uniform(0.8, 1.2)
+        if not side.built:
+            for _ in range(int(rng.integers(2, 6))):
+                Xp = side.facade + s * rng.uniform(1.5, 9.0)
+                zp = rng.uniform(6, 50)
+                objs.append((zp, _tree(cv, rng, cam, Xp, zp)))
+        if side.grass_w > 1.2 and rng.random() < 0.4:
+            za = rng.uniform(3, 30)
+            # Long along the street: drawn before every other object (sort key far away).
+            objs.append((1e6, _hedge(cv, rng, cam, s, side, za, za + rng.uniform(5, 25))))
+
+    # Poles: the first always carries signs.
+    for i in range(int(rng.integers(2, 5))):
+        s = int(rng.choice([-1, 1]))
+        side = lay.sides[s]
+        kind = "sign" if i == 0 or rng.random() < 0.5 else "lamp"
+        X = side.curb + s * rng.uniform(0.35, 0.8)
+        room = (cam.cx - 0.05 * w) if s < 0 else (0.95 * w - cam.cx)
+        z_min = max(4.0, cam.f * abs(X - cam.x0) / max(room, 1.0))
+        Z = z_min + rng.uniform(0, 22)
+        objs.append((Z, _pole(cv, rng, cam, lay, X, Z, kind, s)))
+
+    # People, placed in image space so that their size is in a learnable range.
+    for _ in range(int(rng.integers(1, 5))):
+        for _try in range(30):
+            hp = rng.uniform(0.16, 0.5) * h
+            up = rng.uniform(0.04, 0.96) * w
+            real = rng.uniform(1.55, 1.9)
+            Z = real * cam.f / hp
+            X = cam.x0 + (up - cam.cx) * Z / cam.f
+            lo, hi = sorted((x_limit(-1), x_limit(1)))
+            X = float(np.clip(X, lo, hi))
+            up = cam.u(X, Z)
+            vp = cam.v(0, Z)
+            if 0.02 * w < up < 0.98 * w and vp < 1.02 * h:
+                objs.append((Z, _person(cv, rng, up, vp, hp)))
+                break
+
+    # Cars: in lanes (some oncoming) or parked at the kerb.
+    rl = lay.road[0]
+    for _ in range(int(rng.integers(1, 5))):
+        for _try in range(30):
+            hp = rng.uniform(0.12, 0.42) * h
+            Zn = 1.5 * cam.f / hp
+            if rng.random() < 0.35:
+                s = int(rng.choice([-1, 1]))
+                X = lay.sides[s].curb - s * rng.uniform(1.05, 1.3)
+                toward = False
+            else:
+                lane = int(rng.integers(lay.n_lanes))
+                X = rl + (lane + 0.5) * lay.lane_w + rng.uniform(-0.3, 0.3)
+                toward = lane < lay.n_lanes // 2 and rng.random() < 0.7
+            uc = cam.u(X, Zn)
+            if 0.03 * w < uc < 0.97 * w and cam.v(0, Zn) < 1.05 * h:
+                objs.append((Zn, _car(cv, rng, cam, X, Zn, toward)))
+                break
+    return objs
+
+
+# ----------------------------------------------------------------------------- finishing
+
+def _finish(cv: _Canvas, rng) -> np.ndarray:
+    """Per-class texture, lighting and sensor noise; colours only, labels untouched."""
+    h, w = cv.h, cv.w
+    lab = cv.lab
+    # Lighting: contrast about mid-grey (a LUT on the drawn colours), then brightness and
+    # colour temperature as per-channel gains folded into the texture modulation below.
+    contrast = rng.uniform(0.8, 1.15)
+    gain = rng.uniform(0.75, 1.2)
+    temp = rng.uniform(-0.1, 0.1)
+    sensor = rng.uniform(0.01, 0.05)
+    blur = rng.uniform(0.4, 0.9) if rng.random() < 0.4 else 0.0
+    ramp = np.clip((np.arange(256, dtype=np.float32) - 128.0) * contrast + 128.0, 0, 255)
+    base = cv2.LUT(cv.rgb, ramp.astype(np.uint8).reshape(1, 256))
+    fine = rng.integers(0, 256, (h, w), dtype=np.uint8).astype(np.float32)
+    fine *= 2.0 / 255.0
+    fine -= 1.0
+    gh = min(64, h)
+    gw = max(2, int(round(gh * w / h)))
+    mid = cv2.resize(rng.standard_normal((gh, gw), dtype=np.float32), (w, h),
+                     interpolation=cv2.INTER_LINEAR)
+    ch_ = max(2, min(8, h))
+    cw_ = max(2, int(round(ch_ * w / h)))
+    # Smooth coarse noise: cubic up to the mid grid, then cheap bilinear to full size.
+    coarse = cv2.resize(rng.standard_normal((ch_, cw_), dtype=np.float32), (gw, gh),
+                        interpolation=cv2.INTER_CUBIC)
+    coarse = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
+    m = cv2.LUT(lab, _LUT_FINE)
+    m += sensor
+    m *= fine
+    m += cv2.LUT(lab, _LUT_MID) * mid
+    m += cv2.LUT(lab, _LUT_COARSE) * coarse
+    m += 1.0
+    chans = []
+    for c, g in enumerate((gain * (1 + temp), gain, gain * (1 - temp))):
+        mc = cv2.LUT(lab, _LUT_CHROMA[c])
+        mc *= coarse
+        mc += m
+        mc *= np.float32(g)
+        chans.append(mc)
+    img = cv2.multiply(base, cv2.merge(chans), dtype=cv2.CV_8U)
+    if blur > 0:
+        img = cv2.GaussianBlur(img, (0, 0), blur * max(w / 1024, 0.5))
+    return img
+
+
+def _check_args(seed, height, width) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    for name, val in (("height", height), ("width", width)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {val!r}")
+        if not _MIN_SIDE <= val <= _MAX_SIDE:
+            raise ValueError(f"{name} must be in [{_MIN_SIDE}, {_MAX_SIDE}], got {val}")
+
+
+def generate_scene(seed: int, height: int = 512, width: int = 1024
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one street scene.
+
+    Returns ``(rgb, labels)``: ``rgb`` uint8 (height, width, 3) in RGB order and ``labels``
+    uint8 (height, width) Cityscapes trainIds, all in :data:`SYNTHETIC_CLASS_IDS`. The same
+    seed and size always give the same arrays.
+    """
+    _check_args(seed, height, width)
+    seed = int(seed)
+    height, width = int(height), int(width)
+    rng = np.random.default_rng([seed, 0x5CE7E])
+    cv = _Canvas(height, width)
+    cam = _Camera(width * rng.uniform(0.55, 0.72), width * rng.uniform(0.42, 0.58),
+                  height * rng.uniform(0.36, 0.47), rng.uniform(1.3, 1.8), 0.0, height, width)
+    lay = _sample_layout(rng, cam)
+    _draw_sky(cv, rng, cam)
+    _draw_skyline(cv, rng, cam)
+    _draw_ground(cv, rng, cam, lay)
+    _draw_buildings(cv, rng, cam, lay)
+    objs = _place_objects(cv, rng, cam, lay)
+    for _, draw in sorted(objs, key=lambda o: -o[0]):
+        draw()
+    rgb = _finish(cv, np.random.default_rng([seed, 0x7E47]))
+    return rgb, cv.lab
+
+
+def generate_batch(seeds: Iterable[int], height: int = 512, width: int = 1024
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Scenes for several seeds, stacked: rgb (N,H,W,3) uint8 and labels (N,H,W) uint8."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    rgb = np.empty((len(seeds), height, width, 3), np.uint8)
+    lab = np.empty((len(seeds), height, width), np.uint8)
+    for i, s in enumerate(seeds):
+        rgb[i], lab[i] = generate_scene(s, height, width)
+    return rgb, lab
