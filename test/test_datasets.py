@@ -1,0 +1,189 @@
+"""Dataset readers on small generated folders (list layout and native Cityscapes layout),
+the reference augmentation, and the synthetic-scene dataset."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from drn_perception.data.cityscapes import (
+    CITYSCAPES_MEAN,
+    DatasetError,
+    cityscapes_dataset,
+    detect_layout,
+    list_dataset,
+)
+from drn_perception.data.synthetic import SYNTHETIC_CLASS_IDS, generate_scene
+from drn_perception.data.synthetic_dataset import SPLIT_SEEDS, SyntheticScenes
+from drn_perception.data.transforms import RandomCrop, RandomRotate, RandomScale, training_transform
+
+H, W = 48, 64
+
+
+def scene(seed):
+    return generate_scene(seed, H, W)
+
+
+def write_rgb(path, rgb):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def write_label(path, label):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), label)
+
+
+@pytest.fixture
+def list_root(tmp_path):
+    root = tmp_path / "lists"
+    (root / "images").mkdir(parents=True)
+    images, labels = [], []
+    for i in range(3):
+        rgb, lab = scene(i)
+        write_rgb(root / "images" / f"{i}.png", rgb)
+        write_label(root / "labels" / f"{i}.png", lab)
+        images.append(f"images/{i}.png")
+        labels.append(f"labels/{i}.png")
+    (root / "info.json").write_text(json.dumps({"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}))
+    (root / "train_images.txt").write_text("\n".join(images) + "\n")
+    (root / "train_labels.txt").write_text("\n".join(labels) + "\n")
+    return root
+
+
+@pytest.fixture
+def cityscapes_root(tmp_path):
+    root = tmp_path / "cityscapes"
+    for i, city in enumerate(["aachen", "aachen", "bremen"]):
+        rgb, lab = scene(10 + i)
+        name = f"{city}_{i:06d}_000019"
+        write_rgb(root / "leftImg8bit" / "val" / city / f"{name}_leftImg8bit.png", rgb)
+        write_label(root / "gtFine" / "val" / city / f"{name}_gtFine_labelTrainIds.png", lab)
+    return root
+
+
+def test_list_layout_reads_pairs_in_order(list_root):
+    ds = list_dataset(list_root, "train")
+    assert len(ds) == 3 and detect_layout(list_root, "train") == "list"
+    assert ds.mean == [0.1, 0.2, 0.3] and ds.std == [0.4, 0.5, 0.6]
+    for i in range(3):
+        image, label = ds[i]
+        rgb, lab = scene(i)
+        assert image.dtype == np.uint8 and image.shape == (H, W, 3)
+        np.testing.assert_array_equal(image, rgb)  # PNG is lossless; RGB order kept
+        np.testing.assert_array_equal(label, lab)
+
+
+def test_cityscapes_layout_pairs_images_with_trainid_labels(cityscapes_root):
+    ds = cityscapes_dataset(cityscapes_root, "val")
+    assert len(ds) == 3 and detect_layout(cityscapes_root, "val") == "cityscapes"
+    assert list(ds.mean) == list(CITYSCAPES_MEAN)
+    names = [p.name for p in ds.images]
+    assert names == sorted(names)
+    for image_path, label_path in zip(ds.images, ds.labels):
+        assert label_path.name == image_path.name.replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png")
+    image, label = ds[2]
+    rgb, lab = scene(12)
+    np.testing.assert_array_equal(image, rgb)
+    np.testing.assert_array_equal(label, lab)
+
+
+def test_bad_list_line_names_file_and_line(list_root):
+    lines = (list_root / "train_images.txt").read_text().splitlines()
+    lines[1] = "images/1.png images/2.png"
+    (list_root / "train_images.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"train_images\.txt:2: expected one file path per line"):
+        list_dataset(list_root, "train")
+
+
+def test_missing_listed_file_is_named(list_root):
+    (list_root / "labels" / "2.png").unlink()
+    with pytest.raises(DatasetError, match=r"train_labels\.txt:3: file not found: .*labels/2\.png"):
+        list_dataset(list_root, "train")
+
+
+def test_label_of_wrong_size_is_named(list_root):
+    write_label(list_root / "labels" / "1.png", np.zeros((H - 8, W), np.uint8))
+    ds = list_dataset(list_root, "train")
+    ds[0]
+    with pytest.raises(DatasetError, match=r"label .*labels/1\.png is 64x40 but its image .*images/1\.png is 64x48"):
+        ds[1]
+
+
+def test_colour_label_and_unreadable_image_are_named(list_root):
+    colour = np.zeros((H, W, 3), np.uint8)
+    colour[..., 1] = 7
+    cv2.imwrite(str(list_root / "labels" / "0.png"), colour)
+    (list_root / "images" / "2.png").write_bytes(b"not a png")
+    ds = list_dataset(list_root, "train")
+    with pytest.raises(DatasetError, match=r"label .*labels/0\.png has 3 channels"):
+        ds[0]
+    with pytest.raises(DatasetError, match=r"cannot read image .*images/2\.png: not a readable image"):
+        ds[2]
+
+
+def test_bad_info_json_and_mismatched_lists(list_root):
+    (list_root / "train_labels.txt").write_text("labels/0.png\n")
+    with pytest.raises(DatasetError, match="train_labels.txt names 1 files but train_images.txt names 3"):
+        list_dataset(list_root, "train")
+    (list_root / "info.json").write_text('{"mean": [0.5]}')
+    with pytest.raises(DatasetError, match="info.json must hold"):
+        list_dataset(list_root, "train")
+
+
+def test_cityscapes_missing_label_is_named(cityscapes_root):
+    victim = next((cityscapes_root / "gtFine" / "val" / "bremen").iterdir())
+    victim.unlink()
+    with pytest.raises(DatasetError, match=f"label .*{victim.name} not found for .*bremen_000002_000019_leftImg8bit"):
+        cityscapes_dataset(cityscapes_root, "val")
+    with pytest.raises(DatasetError, match="leftImg8bit/train"):
+        cityscapes_dataset(cityscapes_root, "train")
+
+
+def test_augmentation_pads_reflecting_image_and_255_labels():
+    rgb, lab = scene(3)
+    rng = np.random.default_rng(0)
+    image, label = RandomCrop((H + 20, W + 30))(rgb, lab, rng)
+    assert image.shape == (H + 20, W + 30, 3) and label.shape == (H + 20, W + 30)
+    np.testing.assert_array_equal(label[10:10 + H, 15:15 + W], lab)
+    assert np.all(label[:10] == 255) and np.all(label[:, :15] == 255)
+    np.testing.assert_array_equal(image[10:10 + H, 15:15 + W], rgb)
+    np.testing.assert_array_equal(image[9], rgb[1, :][np.r_[15:0:-1, 0:W, W - 2:W - 17:-1]])  # reflection
+
+    seed = next(s for s in range(100) if abs(np.random.default_rng(s).uniform(-30, 30)) > 15)
+    image, label = RandomRotate(30)(rgb, lab, np.random.default_rng(seed))
+    assert np.any(label == 255)  # corners rotated in are ignored
+    assert set(np.unique(label)) <= set(np.unique(lab)) | {255}
+    image, label = RandomScale(2)(rgb, lab, np.random.default_rng(2))
+    assert image.shape[:2] == label.shape and set(np.unique(label)) <= set(np.unique(lab))
+
+
+def test_training_samples_are_reproducible_per_seed_epoch_index():
+    t = training_transform((32, 40), random_scale=2, random_rotate=10)
+    a = SyntheticScenes("train", 4, H, W, transform=t, seed=5)
+    b = SyntheticScenes("train", 4, H, W, transform=t, seed=5)
+    for x, y in zip(a[2], b[2]):
+        np.testing.assert_array_equal(x, y)
+    assert a[2][0].shape == (32, 40, 3) and a[2][1].shape == (32, 40)
+    first = a[2][0]
+    a.set_epoch(1)
+    assert not np.array_equal(first, a[2][0])
+
+
+def test_synthetic_splits_are_disjoint_and_cache_matches(tmp_path):
+    train = SyntheticScenes("train", 3, H, W)
+    val = SyntheticScenes("val", 3, H, W)
+    test = SyntheticScenes("test", 3, H, W)
+    assert not set(train.seeds()) & set(val.seeds()) and not set(val.seeds()) & set(test.seeds())
+    assert val.seeds()[0] == SPLIT_SEEDS["val"]
+    cached = SyntheticScenes("val", 3, H, W, cache=tmp_path, workers=2)
+    again = SyntheticScenes("val", 3, H, W, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    for i in range(3):
+        rgb, lab = generate_scene(SPLIT_SEEDS["val"] + i, H, W)
+        for ds in (val, cached, again):
+            np.testing.assert_array_equal(ds[i][0], rgb)
+            np.testing.assert_array_equal(ds[i][1], lab)
+    assert set(np.unique(val[0][1])) <= set(SYNTHETIC_CLASS_IDS)
+    with pytest.raises(ValueError, match="unknown synthetic split"):
+        SyntheticScenes("holdout", 3, H, W)

@@ -1,0 +1,149 @@
+"""drn-train and drn-eval on tiny CPU runs: learning happens, resume is exact, errors are clear."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drn_perception.data.synthetic import SYNTHETIC_CLASS_IDS
+from drn_perception.data.synthetic_dataset import SyntheticScenes
+from drn_perception.models.checkpoints import load_checkpoint, read_checkpoint
+from drn_perception.training import evaluate, train
+from drn_perception.training.metrics import ConfusionMatrix
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--dataset", "synthetic", "--synthetic-size", "64x128", "--crop-size", "64", "--width", "0.125",
+        "--batch-size", "4", "--workers", "0", "--threads", "1", "--no-progress"]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_run_lowers_loss_and_beats_chance(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = TINY + ["--synthetic-train", "32", "--synthetic-val", "6", "--epochs", "4", "--optimizer", "adam",
+                   "--lr", "0.01", "--random-scale", "1.25", "--random-rotate", "5", "--out", str(out)]
+    assert train.main(args) == 0
+    rows = read_csv(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_loss"]) < 0.8 * float(rows[0]["train_loss"])
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+    # Chance level: predict the most frequent class everywhere, and the untrained network.
+    val = SyntheticScenes("val", 6, 64, 128)
+    labels = np.stack([val[i][1] for i in range(len(val))])
+    majority = ConfusionMatrix(19)
+    majority.update(np.full_like(labels, np.bincount(labels.ravel()).argmax()), labels)
+    chance = majority.miou(SYNTHETIC_CLASS_IDS)
+
+    assert evaluate.main([str(out / "best.pt"), "--synthetic-num", "6", "--synthetic-size", "64x128",
+                          "--split", "val", "--no-progress", "--json", str(tmp_path / "eval.json")]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    best = max(float(r["val_miou"]) for r in rows)
+    assert result["miou"] == pytest.approx(best, abs=1e-3)  # same frames as validation
+    assert best > 2 * chance, (best, chance)
+    assert len(result["per_class_iou"]) == len(SYNTHETIC_CLASS_IDS)
+
+    model, info = load_checkpoint(out / "best.pt")
+    assert info["arch"] == "drn_c_26" and len(info["classes"]) == 19 and info["width"] == 0.125
+    ckpt = read_checkpoint(out / "best.pt")
+    assert "training" not in ckpt and ckpt["metrics"]["miou"] == pytest.approx(best, abs=1e-5)
+
+
+def state_equal(a, b):
+    assert a.keys() == b.keys()
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_run_resumes_bit_for_bit(tmp_path):
+    """One run goes straight through; another is SIGKILLed after its first epoch checkpoint,
+    resumed, and must end with identical weights, optimiser state and losses."""
+    common = TINY + ["--synthetic-train", "24", "--synthetic-val", "2", "--epochs", "4", "--eval-every", "2",
+                     "--workers", "1", "--lr", "0.02", "--no-tensorboard"]
+    straight = tmp_path / "straight"
+    assert train.main(common + ["--out", str(straight)]) == 0
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "drn_perception.training.train", *common, "--out", str(killed)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (killed / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    done = read_checkpoint(killed / "last.pt")["training"]["epoch"]
+    assert 1 <= done < 4, "the run should have been killed mid-way"
+
+    assert train.main(common + ["--out", str(killed), "--resume"]) == 0
+    a, b = read_checkpoint(straight / "last.pt"), read_checkpoint(killed / "last.pt")
+    assert state_equal(a["state_dict"], b["state_dict"])
+    sa, sb = a["training"]["optimizer"]["state"], b["training"]["optimizer"]["state"]
+    assert all(torch.equal(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"]) for k in sa)
+    assert a["training"]["scheduler"]["last_epoch"] == b["training"]["scheduler"]["last_epoch"]
+    rows_a, rows_b = read_csv(straight / "metrics.csv"), read_csv(killed / "metrics.csv")
+    key = ["epoch", "iterations", "lr", "train_loss", "val_miou"]
+    assert [[r[k] for k in key] for r in rows_a] == [[r[k] for k in key] for r in rows_b]
+
+
+def test_torchrun_cpu_two_processes(tmp_path):
+    """DistributedDataParallel over gloo through the standard launcher (CPU)."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "drn_perception.training.train", *TINY, "--synthetic-train", "16", "--synthetic-val", "3",
+           "--epochs", "1", "--no-tensorboard", "--out", str(out)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 process(es)" in res.stdout
+    rows = read_csv(out / "metrics.csv")
+    assert len(rows) == 1 and int(rows[0]["iterations"]) == 2  # 16 images / (2 processes x 4)
+    load_checkpoint(out / "last.pt")
+
+
+def test_onnx_and_multiscale_evaluation(tmp_path):
+    from drn_perception.deploy.export import export_onnx
+
+    out = tmp_path / "run"
+    assert train.main(TINY + ["--synthetic-train", "8", "--synthetic-val", "2", "--epochs", "1", "--optimizer", "adam",
+                              "--lr", "0.01", "--no-tensorboard", "--out", str(out)]) == 0
+    onnx_path = export_onnx(out / "best.pt", tmp_path / "model.onnx", check=False)
+    data = ["--synthetic-num", "3", "--synthetic-size", "64x128", "--split", "test", "--no-progress"]
+    results = {}
+    for name, model, scales in [("pt", out / "best.pt", ["1"]), ("onnx", onnx_path, ["1"]),
+                                ("pt_ms", out / "best.pt", ["0.5", "1", "1.5"]),
+                                ("onnx_ms", onnx_path, ["0.5", "1", "1.5"])]:
+        path = tmp_path / f"{name}.json"
+        assert evaluate.main([str(model), *data, "--scales", *scales, "--json", str(path)]) == 0
+        results[name] = json.loads(path.read_text())
+    assert results["onnx"]["backend"].startswith("onnxruntime")
+    conf_pt, conf_onnx = np.array(results["pt"]["confusion"]), np.array(results["onnx"]["confusion"])
+    assert np.abs(conf_pt - conf_onnx).sum() <= 0.002 * conf_pt.sum()  # same labels up to float ties
+    assert results["pt_ms"]["scales"] == [0.5, 1.0, 1.5]
+    assert np.array(results["onnx_ms"]["confusion"]).sum() == conf_pt.sum()
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "lists"
+    bad.mkdir()
+    (bad / "info.json").write_text('{"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}')
+    (bad / "train_images.txt").write_text("missing.png\n")
+    assert train.main(["--data-dir", str(bad), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("drn-train: error: ") and "missing.png" in err and err.count("\n") == 1
+    assert train.main(TINY + ["--synthetic-train", "2", "--out", str(tmp_path / "o")]) == 1
+    assert "fewer than one batch" in capsys.readouterr().err
+    assert train.main(TINY + ["--out", str(tmp_path / "o2"), "--resume"]) == 1
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert evaluate.main([str(tmp_path / "nope.onnx")]) == 1
+    assert capsys.readouterr().err.startswith("drn-eval: error: model file not found")
