@@ -89,15 +89,18 @@ def backend_for_path(path: str | Path) -> str:
     raise ValueError(f"cannot tell the backend of {path}: expected one of {known}")
 
 
-def create_segmenter(path: str | Path, backend: str = "auto", device: str = "auto") -> Segmenter:
+def create_segmenter(path: str | Path, backend: str = "auto", device: str = "auto", **options) -> Segmenter:
     """Open ``path`` with ``backend`` ("auto" picks by file type).
 
     device: "auto" (CUDA where the backend and machine have it, else CPU), "cpu" or "cuda[:i]".
+    options: passed to the backend's constructor (e.g. tensorrt's build_engine/onnx, which may
+    build a missing engine file from the ONNX model).
     Raises FileNotFoundError, ValueError (unknown backend / bad file) or BackendUnavailable
     (library missing), each with a message that names the fix.
     """
     path = Path(path)
-    if not path.is_file():
+    may_build = options.get("build_engine", "never") != "never"
+    if not path.is_file() and not may_build:
         raise FileNotFoundError(f"model file not found: {path}")
     if backend == "auto":
         backend = backend_for_path(path)
@@ -115,4 +118,4 @@ def create_segmenter(path: str | Path, backend: str = "auto", device: str = "aut
         raise BackendUnavailable(
             f"backend {backend} needs {pip_name}, which is not importable here ({exc})"
         ) from None
-    return getattr(mod, cls_name)(path, device=device)
+    return getattr(mod, cls_name)(path, device=device, **options)
