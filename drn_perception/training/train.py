@@ -318,20 +318,22 @@ def run(args) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     distributed = world > 1
     want_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda[:i], got {args.device!r}")
     if want_cuda and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: CUDA is not available here")
-    if distributed:
-        dist.init_process_group("nccl" if want_cuda else "gloo")
-        rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
-    else:
-        rank, local_rank = 0, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if want_cuda:
-        device = torch.device("cuda", local_rank if distributed else torch.device(args.device).index or 0)
-        torch.cuda.set_device(device)
+        index = torch.device(args.device).index if args.device.startswith("cuda") else None
+        device = torch.device("cuda", local_rank if distributed else index or 0)
+        torch.cuda.set_device(device)  # before NCCL starts, so each process owns one GPU
         torch.backends.cudnn.benchmark = not args.deterministic
         torch.backends.cudnn.deterministic = args.deterministic
     else:
         device = torch.device("cpu")
+    if distributed:
+        dist.init_process_group("nccl" if want_cuda else "gloo")
+    rank = dist.get_rank() if distributed else 0
     amp = device.type == "cuda" and args.amp != "off"
     if args.amp == "on" and device.type != "cuda":
         raise UserError("--amp on needs CUDA (mixed precision is not used on CPU)")
