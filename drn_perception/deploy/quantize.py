@@ -1,0 +1,211 @@
+"""drn-quantize: exported fp32 graph -> int8 graph for fast CPU inference with ONNX Runtime.
+
+Static quantisation with ONNX Runtime's own tool (``onnxruntime.quantization.quantize_static``):
+QDQ format, weights int8 per output channel (symmetric), activations uint8 (asymmetric) with
+ranges calibrated on generated street scenes. ONNX Runtime fuses each
+DequantizeLinear -> Conv -> QuantizeLinear group into an integer convolution, which on x86
+cores with AVX512-VNNI (or AVX-VNNI / AMX) runs several times faster than fp32.
+
+Only the network's Conv and Add nodes are quantised: the uint8 -> float normalisation, the
+bilinear upsampling (ConvTranspose), ArgMax and Softmax stay in float, so the graph keeps the
+exported interface (uint8 NHWC in, int32 labels and float confidence out) and the same
+sidecar metadata, with a ``quantization`` record added. The result loads with the
+onnxruntime backend like any exported model. TensorRT builds its own int8 engines from the
+fp32 graph (drn-build-engine); this file is for the CPU path.
+
+Calibration scenes come from ``generate_scene`` with seeds from 1,000,000 up, disjoint from
+the seeds benchmarks and tests evaluate on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from drn_perception.model_info import ModelInfo, sha256_file, sidecar_path
+
+CALIBRATION_SEED0 = 1_000_000
+QUANTIZED_OPS = ("Conv", "Relu", "Add")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"HxW" -> (H, W), both positive multiples of 8."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size {text!r} is not HxW, e.g. 256x512") from None
+    if h <= 0 or w <= 0 or h % 8 or w % 8:
+        raise ValueError(f"size {text!r}: height and width must be positive multiples of 8")
+    return h, w
+
+
+def calibration_frames(count: int, size: tuple[int, int], seed0: int = CALIBRATION_SEED0):
+    """Yield ``count`` generated uint8 (1, H, W, 3) scenes."""
+    from drn_perception.data.synthetic import generate_scene
+
+    for i in range(count):
+        yield generate_scene(seed0 + i, *size)[0][None]
+
+
+def quantize_int8(model: str | Path, out: str | Path, calibration_count: int = 16,
+                  calibration_size: tuple[int, int] = (256, 512), exclude: tuple[str, ...] = (),
+                  method: str = "minmax", frames=None) -> Path:
+    """Write the int8 version of the exported ``model`` (.onnx) to ``out`` and its sidecar.
+
+    ``frames``: optional iterable of uint8 (1, H, W, 3) calibration arrays replacing the
+    generated scenes (e.g. frames from the user's own camera). ``exclude``: node names kept
+    in float. ``method``: minmax, entropy or percentile.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    model, out = Path(model), Path(out)
+    if not model.is_file():
+        raise FileNotFoundError(f"model file not found: {model}")
+    if model.suffix != ".onnx" or out.suffix != ".onnx":
+        raise ValueError(f"quantisation reads and writes .onnx files (got {model.name} -> {out.name})")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ValueError(f"unknown calibration method {method!r}: choose {', '.join(methods)}")
+    if calibration_count < 1:
+        raise ValueError("calibration needs at least one frame")
+    info = _read_sidecar(model)
+    input_name = _input_name(model)
+    source = frames if frames is not None else calibration_frames(calibration_count, calibration_size)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.frames = iter(source)
+
+        def get_next(self):
+            frame = next(self.frames, None)
+            if frame is None:
+                return None
+            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+            return {input_name: frame if frame.ndim == 4 else frame[None]}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
+    os.close(fd)
+    try:
+        source_model = _unshare_initializers(model, Path(tmp).with_suffix(".src.onnx"))
+        quantize_static(str(source_model), tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=list(exclude),
+                        calibrate_method=methods[method])
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        Path(tmp).with_suffix(".src.onnx").unlink(missing_ok=True)
+    extra = {k: v for k, v in info.items() if k not in ModelInfo.__dataclass_fields__}
+    extra.update(
+        onnx_sha256=sha256_file(out),
+        quantization={
+            "format": "QDQ", "weights": "int8 per-channel symmetric", "activations": "uint8 asymmetric",
+            "ops": list(QUANTIZED_OPS), "excluded_nodes": list(exclude), "calibration_method": method,
+            "calibration": ("user frames" if frames is not None else
+                            f"{calibration_count} generated scenes at {calibration_size[0]}x{calibration_size[1]}, "
+                            f"seeds {CALIBRATION_SEED0}+"),
+            "source_onnx_sha256": info.get("onnx_sha256") or sha256_file(model),
+        },
+    )
+    ModelInfo.from_dict(info).write_json(sidecar_path(out), **extra)
+    return out
+
+
+def _unshare_initializers(model: Path, out: Path) -> Path:
+    """Give every Conv its own weight and bias tensors; returns the path to quantise.
+
+    The exporter stores equal constants once (e.g. the all-zero biases of untrained layers),
+    but a Conv's int32 bias scale depends on that Conv's input and weight scales: a shared
+    bias leaves ONNX Runtime unable to fuse the group into an integer convolution.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(model))
+    inits = {t.name: t for t in graph.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in graph.graph.node:
+        for name in node.input:
+            if name in inits:
+                uses[name] = uses.get(name, 0) + 1
+    changed = False
+    for node in graph.graph.node:
+        if node.op_type != "Conv":
+            continue
+        for i, name in enumerate(node.input):
+            if i and name in inits and uses[name] > 1:
+                copy = numpy_helper.from_array(numpy_helper.to_array(inits[name]), f"{name}__{node.name}")
+                graph.graph.initializer.append(copy)
+                node.input[i] = copy.name
+                uses[name] -= 1
+                changed = True
+    if not changed:
+        return model
+    onnx.save(graph, str(out))
+    return out
+
+
+def _read_sidecar(model: Path) -> dict:
+    """The exported model's metadata: sidecar JSON, else the graph's own metadata."""
+    sidecar = sidecar_path(model)
+    if sidecar.is_file():
+        try:
+            return json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read model metadata {sidecar}: {exc}") from None
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False)
+    for prop in graph.metadata_props:
+        if prop.key == "drn_perception":
+            return json.loads(prop.value)
+    raise ValueError(f"{model} has neither a {sidecar.name} sidecar nor drn_perception metadata; export it with drn-export")
+
+
+def _input_name(model: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False)
+    initializers = {t.name for t in graph.graph.initializer}
+    inputs = [i.name for i in graph.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ValueError(f"{model} should have one image input, has {inputs}")
+    return inputs[0]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="drn-quantize", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="exported fp32 .onnx (with its .json sidecar)")
+    p.add_argument("--out", required=True, help="output .onnx path (sidecar written beside it)")
+    p.add_argument("--quantize", choices=["int8"], default="int8", help="target precision (int8 only)")
+    p.add_argument("--calibration-frames", type=int, default=16, help="generated scenes to calibrate on (default 16)")
+    p.add_argument("--calibration-size", default="256x512", help="HxW of the calibration scenes (default 256x512)")
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--exclude", default="", help="comma-separated node names to keep in float")
+    args = p.parse_args(argv)
+    try:
+        size = parse_size(args.calibration_size)
+        out = quantize_int8(args.model, args.out, args.calibration_frames, size,
+                            tuple(n for n in args.exclude.split(",") if n), args.method)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"drn-quantize: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} and {sidecar_path(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

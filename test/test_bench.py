@@ -1,0 +1,140 @@
+"""drn-bench and drn-quantize: the command writes a well-formed table, the numbers in it are
+computed right, and the int8 graph is a working model. No timing assertions."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+from drn_perception.bench import bench
+from drn_perception.bench.bench import EVAL_SEED0, label_agreement, paired_speedup, summarise
+
+SIZE = "32x64"
+
+
+def table_rows(text: str, header_start: str) -> list[list[str]]:
+    """Cells of the markdown table whose header row begins with ``header_start``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_label_agreement_counts_equal_pixels():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 19, size=(2, 30, 40), dtype=np.int32)
+    b = a.copy()
+    flat = b.reshape(-1)
+    changed = rng.choice(flat.size, size=123, replace=False)
+    flat[changed] = (flat[changed] + 1 + rng.integers(0, 18, size=123)) % 19  # always a different label
+    assert label_agreement(a, b) == pytest.approx(1 - 123 / a.size)
+    assert label_agreement(a, a) == 1.0
+    assert label_agreement(a, (a + 1) % 19) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        label_agreement(a, a[:, :-1])
+
+
+def test_summary_statistics():
+    s = summarise([float(v) for v in range(1, 12)])  # 1..11
+    assert (s["median"], s["min"], s["max"], s["n"]) == (6.0, 1.0, 11.0, 11)
+    assert s["p10"] == pytest.approx(2.0) and s["p90"] == pytest.approx(10.0)
+    # each round's ratio, then the median: 2, 4, 1 -> 2
+    assert paired_speedup([2.0, 4.0, 1.0], [1.0, 1.0, 1.0]) == 2.0
+
+
+def test_eval_scenes_come_from_the_test_split():
+    from drn_perception.data.synthetic_dataset import split_seed
+
+    assert EVAL_SEED0 == split_seed("test", 0)
+
+
+def test_bench_writes_a_table(tiny_checkpoint, tmp_path, capsys):
+    out, js = tmp_path / "res.md", tmp_path / "res.json"
+    rc = bench.main(["--model", str(tiny_checkpoint), "--size", SIZE, "--paths", "torch,onnxruntime,onnxruntime-int8",
+                     "--repeats", "2", "--scenes", "2", "--cameras", "2", "--calibration-frames", "2",
+                     "--calibration-size", SIZE, "--out", str(out), "--json", str(js), "--quiet"])
+    assert rc == 0
+    text = out.read_text()
+    assert text.strip() in capsys.readouterr().out  # the table is printed and written
+    for key in ("- machine:", "- versions:", "numpy", "onnxruntime", "torch", "- load average", "cores"):
+        assert key in text
+    rows = {r[0]: r for r in table_rows(text, "| path | precision |")}
+    assert {"torch", "onnxruntime", "onnxruntime-int8"} <= rows.keys()
+    header = table_rows(text, "| path | precision |")
+    assert all(len(r) == 10 for r in header)
+    assert rows["torch"][7] == "100.00%" and rows["torch"][6] == "1.00x"
+    for name in ("onnxruntime", "onnxruntime-int8"):
+        median, spread = float(rows[name][2]), rows[name][3]
+        lo, hi = (float(v) for v in spread.split("–"))
+        assert 0 < lo <= median <= hi
+        assert 0.0 <= float(rows[name][7].rstrip("%")) <= 100.0
+        assert re.fullmatch(r"[\d.]+x", rows[name][6])
+    assert rows["onnxruntime"][1] == "fp32" and rows["onnxruntime-int8"][1] == "int8"
+    # the exported graph gives the checkpoint's labels (export parity)
+    assert float(rows["onnxruntime"][7].rstrip("%")) >= 99.9
+    cams = {r[0]: r for r in table_rows(text, "| path | sequential ms |")}
+    assert cams.keys() == rows.keys() - {"(torch, input ±1 grey level)"}
+    data = json.loads(js.read_text())
+    section = data["sections"][0]
+    assert section["size"] == [32, 64] and section["reference"] == "torch"
+    for name, r in section["results"].items():
+        assert len(r["times_s"]) == 2 and len(r["cameras_sequential_s"]) == 2
+        assert r["summary"]["median"] == pytest.approx(np.median(r["times_s"]))
+
+
+def test_compare_agreement_matches_a_direct_count(tiny_onnx_model, tmp_path):
+    from drn_perception.data.synthetic import generate_scene
+    from drn_perception.deploy.quantize import quantize_int8
+    from drn_perception.inference import create_segmenter
+
+    int8 = quantize_int8(tiny_onnx_model, tmp_path / "tiny.int8.onnx", calibration_count=2, calibration_size=(32, 64))
+    js = tmp_path / "cmp.json"
+    rc = bench.main(["--model", str(tiny_onnx_model), "--int8-model", str(int8), "--compare",
+                     "onnxruntime,onnxruntime-int8", "--size", SIZE, "--scenes", "3", "--no-write",
+                     "--json", str(js), "--quiet"])
+    assert rc == 0
+    section = json.loads(js.read_text())["sections"][0]
+    assert all(r["times_s"] == [] for r in section["results"].values())
+    images = np.stack([generate_scene(EVAL_SEED0 + i, 32, 64)[0] for i in range(3)])
+    fp32 = create_segmenter(tiny_onnx_model).infer(images).labels
+    q = create_segmenter(int8).infer(images).labels
+    expected = np.count_nonzero(fp32 == q) / fp32.size
+    assert section["results"]["onnxruntime-int8"]["agreement"] == pytest.approx(expected)
+    # mIoU against the scenes' exact labels is reported for a given (non-random) model
+    assert 0.0 <= section["results"]["onnxruntime"]["miou"] <= 1.0
+
+
+def test_quantised_graph_is_an_integer_model(tiny_onnx_model, tmp_path):
+    import onnx
+
+    from drn_perception.deploy.quantize import quantize_int8
+    from drn_perception.inference import create_segmenter
+    from drn_perception.model_info import sidecar_path
+
+    out = quantize_int8(tiny_onnx_model, tmp_path / "q.onnx", calibration_count=2, calibration_size=(32, 64))
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["quantization"]["weights"].startswith("int8")
+    assert meta["classes"] == json.loads(sidecar_path(tiny_onnx_model).read_text())["classes"]
+    seg = create_segmenter(out)
+    res = seg.infer(np.zeros((2, 40, 56, 3), np.uint8), want_confidence=True)
+    assert res.labels.shape == (2, 40, 56) and res.labels.dtype == np.int32
+    assert 0 <= res.labels.min() and res.labels.max() < len(meta["classes"])
+    assert res.confidence.shape == (2, 40, 56) and np.all((res.confidence > 0) & (res.confidence <= 1))
+
+
+def test_bad_input_gives_one_line(tmp_path, capsys):
+    assert bench.main(["--paths", "torch,warp-drive", "--no-write"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown path warp-drive" in err and "Traceback" not in err
+    assert bench.main(["--model", str(tmp_path / "missing.onnx"), "--no-write"]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    from drn_perception.deploy.quantize import main as quantize_main
+
+    assert quantize_main([str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "q.onnx")]) == 1
+    assert "not found" in capsys.readouterr().err
