@@ -13,7 +13,8 @@ from drn_perception.model_info import ModelInfo, sha256_file
 class TorchSegmenter(Segmenter):
     backend = "torch"
 
-    def __init__(self, path: str | Path, device: str = "auto", half: bool = False, channels_last: bool = False):
+    def __init__(self, path: str | Path, device: str = "auto", half: bool = False, channels_last: bool = False,
+                 bf16: bool = False):
         from drn_perception.models.checkpoints import load_checkpoint
         from drn_perception.models.pipeline import SegmentationPipeline
 
@@ -32,6 +33,8 @@ class TorchSegmenter(Segmenter):
         self.pipeline = SegmentationPipeline(model, info.mean, info.std, confidence=True).eval().to(self.torch_device)
         if half:
             self.pipeline.model.half()
+        elif bf16:  # bfloat16 weights and activations (oneDNN AVX512-BF16/AMX on CPU); logits back in fp32
+            self.pipeline.model.to(torch.bfloat16)
         if channels_last:
             self.pipeline.model.to(memory_format=torch.channels_last)
 
