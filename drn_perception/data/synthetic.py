@@ -17,6 +17,7 @@ least 1/20) so that a network with output stride 8 can learn them.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Callable, Iterable
 
 import cv2
@@ -188,12 +189,9 @@ _SHIRTS = [(200, 40, 40), (40, 90, 170), (230, 230, 225), (30, 30, 32), (60, 140
 
 # ----------------------------------------------------------------------------- layout
 
-class _Layout:
-    pass
-
-
-def _sample_layout(rng, cam: _Camera) -> _Layout:
-    lay = _Layout()
+def _sample_layout(rng, cam: _Camera) -> SimpleNamespace:
+    """Street cross-section (metres, X to the right): road, kerbs, sidewalks, verges, facades."""
+    lay = SimpleNamespace()
     n_lanes = int(rng.integers(2, 5))
     lane_w = rng.uniform(3.0, 3.6)
     lay.road = (-n_lanes * lane_w / 2, n_lanes * lane_w / 2)
@@ -205,7 +203,7 @@ def _sample_layout(rng, cam: _Camera) -> _Layout:
     lay.terrain_color = _terrain_color(rng)
     lay.sides = {}
     for s in (-1, 1):
-        side = _Layout()
+        side = SimpleNamespace()
         side.curb = lay.road[1] if s > 0 else lay.road[0]
         side.sidewalk_w = rng.uniform(1.8, 4.5)
         side.grass_w = rng.uniform(1.5, 4.0) if rng.random() < 0.6 else 0.0
@@ -273,7 +271,7 @@ def _draw_skyline(cv: _Canvas, rng, cam: _Camera) -> None:
         x += bw
 
 
-def _draw_ground(cv: _Canvas, rng, cam: _Camera, lay: _Layout) -> None:
+def _draw_ground(cv: _Canvas, rng, cam: _Camera, lay: SimpleNamespace) -> None:
     h, w = cv.h, cv.w
     zn, zf = cam.z_near, 2000.0
     cy = int(np.floor(cam.cy))
@@ -300,13 +298,11 @@ def _draw_ground(cv: _Canvas, rng, cam: _Camera, lay: _Layout) -> None:
         if segs:
             cv2.polylines(cv.rgb, [_pts(p) for p in segs], False, _col(joint), thick)
             cv2.polylines(cv.lab, [_pts(p) for p in segs], False, SIDEWALK, thick)
-        # Kerb: the raised edge between sidewalk/grass and road.
+    # Kerb: the raised stone edge between sidewalk and road (part of the sidewalk).
     kerb = lay.sidewalk_color * rng.uniform(1.05, 1.2)
-    for s, side in lay.sides.items():
-        c = side.curb
-        cls = TERRAIN if side.grass_first and side.grass_w > 0 else SIDEWALK
-        if cls == SIDEWALK:
-            cv.poly(_quad_x(cam, c, 0, 0.14, zn, zf), kerb, SIDEWALK)
+    for side in lay.sides.values():
+        if not (side.grass_first and side.grass_w > 0):
+            cv.poly(_quad_x(cam, side.curb, 0, 0.14, zn, zf), kerb, SIDEWALK)
 
     # Lane markings: solid edge lines, dashed lane separators, optional zebra crossing.
     paint = np.array([rng.uniform(200, 240)] * 3)
@@ -330,7 +326,7 @@ def _draw_ground(cv: _Canvas, rng, cam: _Camera, lay: _Layout) -> None:
     cv.polys(marks, paint, ROAD)
 
 
-def _draw_building_block(cv, rng, cam, s, side, lay, za, zb, height) -> None:
+def _draw_building_block(cv, rng, cam, side, za, zb, height) -> None:
     X = side.facade
     # All random draws first, so the scene does not depend on what is visible at this size.
     col = _jitter(rng, _FACADES[rng.integers(len(_FACADES))], 14) * side.light
@@ -415,7 +411,7 @@ def _draw_buildings(cv, rng, cam, lay) -> None:
                 blocks.append((z, min(z + length, lay.z_end), height))
                 z += length + gap
             for za, zb, height in reversed(blocks):
-                _draw_building_block(cv, rng, cam, s, side, lay, za, zb, height)
+                _draw_building_block(cv, rng, cam, side, za, zb, height)
         else:
             # Park: a tree line far from the street, over open grass.
             X = side.facade + s * rng.uniform(12, 35)
@@ -514,7 +510,7 @@ def _draw_sign(cv, kind: str, c, s: float) -> None:
         cv.rect(x - r * 0.6, y - r * 0.16, x + r * 0.6, y + r * 0.16, white, SIGN)
 
 
-def _pole(cv, rng, cam, lay, X, Z, kind: str, s: int) -> Callable[[], None]:
+def _pole(cv, rng, cam, X, Z, kind: str, s: int) -> Callable[[], None]:
     base = [(40, 44, 48), (58, 60, 64), (30, 52, 40), (70, 70, 76), (26, 28, 30)]
     col = _jitter(rng, base[rng.integers(len(base))], 6)
     min_w = cv.w / rng.uniform(30, 36)
@@ -692,7 +688,7 @@ def _place_objects(cv, rng, cam, lay) -> list[tuple[float, Callable[[], None]]]:
         room = (cam.cx - 0.05 * w) if s < 0 else (0.95 * w - cam.cx)
         z_min = max(4.0, cam.f * abs(X - cam.x0) / max(room, 1.0))
         Z = z_min + rng.uniform(0, 22)
-        objs.append((Z, _pole(cv, rng, cam, lay, X, Z, kind, s)))
+        objs.append((Z, _pole(cv, rng, cam, X, Z, kind, s)))
 
     # People, placed in image space so that their size is in a learnable range.
     for _ in range(int(rng.integers(1, 5))):
