@@ -281,7 +281,6 @@ class PathResult:
     miou: float | None = None
     seq_times: list[float] = field(default_factory=list)  # --cameras: N sequential calls
     batch_times: list[float] = field(default_factory=list)  # --cameras: one call with N frames
-    replay: dict | None = None
     error: str | None = None
 
 
@@ -385,29 +384,32 @@ def bench_one(files: ModelFiles, size: tuple[int, int], path_names: list[str], a
 
 
 def node_path(files: ModelFiles, segs: dict, size: tuple[int, int], args, log=print) -> dict:
-    """Frames through the node (bag -> replay -> bag) vs the same backend called directly.
+    """Frames through the running node (bag -> DDS -> seg_node -> DDS -> bag) with drn-replay.
 
-    Uses drn_perception.ros.replay (drn-replay IN_BAG --out OUT_BAG --report JSON) when it
-    is installed; otherwise returns the reason, and the table says the node path was not run.
+    Runs ``drn-replay IN --out OUT --model M --backend B --as-fast-as-node --report R`` (the
+    next frame goes out when the previous mask is back) for every path the node can run as
+    is (no layout/precision options), on a bag of generated scenes at ``size``.
     """
     import subprocess
 
     try:
-        import drn_perception.ros.replay  # noqa: F401
+        from drn_perception.ros.make_bag import make_bag
     except ImportError as exc:
-        return {"error": f"drn_perception.ros.replay is not available ({exc})"}
-    from drn_perception.ros.make_bag import make_bag
-
+        return {"error": f"the ROS tools are not importable here ({exc})"}
     out = {}
     bag = files.workdir / f"replay-in-{size[0]}x{size[1]}"
     if not bag.exists():
-        make_bag(bag, frames=args.replay_frames, size=size, overwrite=True)
-    for name, seg in segs.items():
-        model = files.get(PATHS[name].source)
+        make_bag(bag, frames=args.replay_frames, size=size, seed=EVAL_SEED0)
+    for name in segs:
+        spec = PATHS[name]
+        if spec.options:
+            out[name] = {"error": "the node has no parameter for this path's options"}
+            continue
         report = files.workdir / f"replay-{name}.json"
         cmd = [sys.executable, "-m", "drn_perception.ros.replay", str(bag), "--out",
-               str(files.workdir / f"replay-out-{name}"), "--model", str(model),
-               "--backend", PATHS[name].backend, "--report", str(report), "--overwrite"]
+               str(files.workdir / f"replay-out-{name}"), "--model", str(files.get(spec.source)),
+               "--backend", spec.backend, "--node-param", f"device:={args.device}", "--as-fast-as-node",
+               "--report", str(report), "--overwrite", "--quiet"]
         log(f"  node path {name}: {shlex.join(cmd)}")
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not report.is_file():
@@ -475,22 +477,21 @@ def section_markdown(sec: dict) -> str:
             gain = paired_speedup(r.seq_times, r.batch_times)
             lines.append(f"| {r.name} | {_ms(seq)} | {_ms(bat)} | {gain:.2f}x |")
     if sec.get("replay"):
-        lines += ["", "Node path (bag -> drn-replay -> bag) vs direct calls:", ""]
+        lines += ["", "Node path: bag -> DDS -> seg_node -> DDS -> recorder (drn-replay --as-fast-as-node) "
+                  "vs the same backend called directly in this process:", "",
+                  "| path | node masks/s | direct frames/s | node/direct | latency p50 ms (node) | added ms | dropped |",
+                  "|:--|--:|--:|--:|--:|--:|--:|"]
         rep = sec["replay"]
-        if "error" in rep:
-            lines.append(f"not run: {rep['error']}")
-        else:
-            lines += ["| path | node frames/s | direct frames/s | ratio | added latency ms |", "|:--|--:|--:|--:|--:|"]
-            for name, r in rep.items():
-                if "error" in r:
-                    lines.append(f"| {name} | not run: {r['error']} | | | |")
-                    continue
-                direct = sec["batch"] / summarise(res[name].times)["median"] if res[name].times else None
-                fps = r.get("throughput_fps")
-                lat = r.get("added_latency_ms")
-                lines.append(f"| {name} | {fps if fps is not None else '—'} | "
-                             f"{'—' if direct is None else f'{direct:.2f}'} | "
-                             f"{'—' if not (fps and direct) else f'{fps / direct:.2f}'} | {lat if lat is not None else '—'} |")
+        for name, r in ({"all": rep} if isinstance(rep.get("error"), str) else rep).items():
+            if "error" in r:
+                lines.append(f"| {name} | not run: {r['error']} | | | | | |")
+                continue
+            direct_s = summarise(res[name].times)["median"] / sec["batch"] if res[name].times else None
+            fps, p50 = r.get("throughput_fps"), (r.get("latency_ms") or {}).get("p50")
+            cells = [f"{fps:.2f}" if fps else "—", "—" if direct_s is None else f"{1 / direct_s:.2f}",
+                     f"{fps * direct_s:.2f}" if fps and direct_s else "—", f"{p50:.1f}" if p50 is not None else "—",
+                     f"{p50 - direct_s * 1e3:.1f}" if p50 is not None and direct_s else "—", str(r.get("dropped", "—"))]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for note in sec["notes"]:
         lines.append(f"\n{note}.")
     return "\n".join(lines) + "\n"
