@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=30, help="generated frames (default 30)")
     p.add_argument("--size", type=_size_arg, default=(256, 512), help="HxW (default 256x512)")
     p.add_argument("--model", type=Path, help="model file (default: the package's default model)")
-    p.add_argument("--seed", type=int, default=10_000, help="first scene seed (default 10000: not training scenes)")
+    p.add_argument("--seed", type=int, default=20_000_000,
+                   help="first scene seed (default 20000000: the synthetic test split, never trained on)")
     p.add_argument("--rate-factor", type=float,
                    help="replay at the bag's 10 Hz timing times this factor instead of as fast as the node answers")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -40,10 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     from drn_perception.ros import bagio
     from drn_perception.ros.make_bag import make_bag
-    from drn_perception.ros.replay import ReplayError, ReplayOptions, default_model, format_summary, replay
+    from drn_perception.ros.replay import (ReplayError, ReplayOptions, default_model, format_summary, replay,
+                                           use_large_image_profile)
+
+    use_large_image_profile()
 
     out: Path = args.out
-    model = args.model or default_model()
+    try:
+        model = args.model or default_model()
+    except ReplayError as exc:
+        print(f"drn-demo: error: {exc}", file=sys.stderr)
+        return 1
     if not Path(model).is_file():
         print(f"drn-demo: error: model file not found: {model}"
               + ("" if args.model else " (the default model is not installed; pass --model <model.onnx>)"),

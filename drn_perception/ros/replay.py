@@ -174,8 +174,12 @@ def inspect_bag(reader: bagio.BagReader, image_topic: str | None, labels_topic: 
 
 
 def default_model() -> Path:
-    from drn_perception.assets import default_model_path
-
+    """The package's default model (drn_perception/assets); ReplayError if none is installed."""
+    try:
+        from drn_perception.assets import default_model_path
+    except ImportError:
+        raise ReplayError("this installation has no default model (drn_perception.assets); "
+                          "pass --model <model.onnx>") from None
     return Path(default_model_path())
 
 
@@ -358,8 +362,9 @@ def _ros_name(topic: str) -> str:
 
 
 class Replay:
-    def __init__(self, opts: ReplayOptions):
+    def __init__(self, opts: ReplayOptions, ros_args: list | None = None):
         self.o = opts
+        self.ros_args = list(ros_args or [])
         if opts.rate_factor <= 0:
             raise ReplayError(f"--rate-factor must be positive, got {opts.rate_factor}")
         if opts.timeout <= 0:
@@ -402,10 +407,14 @@ class Replay:
                                      fps=min(max(bag_rate, 1.0), 120.0), overwrite=o.overwrite)
         node_proc = None
         try:
-            import rclpy
+            try:
+                import rclpy
+            except ImportError as exc:
+                raise ReplayError(f"drn-replay needs rclpy and the ROS message packages ({exc}): source a ROS 2 "
+                                  "install or pip install -r requirements.txt") from None
 
             context = rclpy.Context()
-            rclpy.init(args=sys.argv[:1] + self._ros_args, context=context)
+            rclpy.init(args=sys.argv[:1] + self.ros_args, context=context)
             try:
                 if o.start_node:
                     namespace = f"/drn_replay_{os.getpid()}"
@@ -413,7 +422,7 @@ class Replay:
                     params = {"model_path": str(model), "backend": o.backend, "input_reliability": "reliable",
                               "output_reliability": "reliable", "output_depth": 50,
                               "image_topics": "[camera/image_raw]", "compressed": str(compressed).lower(),
-                              "overlay_alpha": o.overlay_alpha}
+                              "overlay_alpha": repr(float(o.overlay_alpha))}
                     if o.class_config:
                         params["class_config"] = str(o.class_config)
                     params.update(o.node_params)
@@ -437,8 +446,6 @@ class Replay:
                 node_proc.stop()
             if overlays is not None:
                 overlays.discard()
-
-    _ros_args: list = []
 
     # ------------------------------------------------------------------ main loop
     def _replay(self, context, plan, storage, publish_topic, output_prefix, node_proc, model, classes,
@@ -465,6 +472,7 @@ class Replay:
                 Image, topic, lambda raw, kind=kind: received.put((kind, raw, time.perf_counter())), sub_qos,
                 raw=True)
         diagnostics: dict = {}
+        diag_count = [0]
 
         def on_diag(msg):
             for st in msg.status:
@@ -472,6 +480,7 @@ class Replay:
                 if values.get("mask_topic") == f"{output_prefix}/mask":
                     diagnostics.clear()
                     diagnostics.update(values, status=st.message, name=st.name)
+                    diag_count[0] += 1
 
         from diagnostic_msgs.msg import DiagnosticArray
 
@@ -491,12 +500,20 @@ class Replay:
             self._wait_connected(pub, subs, node_proc, publish_topic, output_prefix)
             with bagio.BagReader(o.in_bag) as reader, bagio.BagWriter(o.out_bag, storage, o.overwrite) as writer:
                 result = self._loop(reader, writer, plan, pub, received, node_proc, classes, overlays)
+                # The node reports about once a second: wait for one report covering the whole run.
+                seen, end = diag_count[0], time.monotonic() + 2.5
+                while diag_count[0] == seen and time.monotonic() < end:
+                    time.sleep(0.05)
                 if overlays is not None:
                     result["overlays_written"] = overlays.close()
                 if result["masks_received"] == 0:
+                    hint = "" if node_proc else (
+                        "; a node with best-effort input loses frames over 512 KiB unless this process uses "
+                        "config/fastdds_large_images.xml (FASTDDS_DEFAULT_PROFILES_FILE) or the node runs with "
+                        "input_reliability:=reliable")
                     raise ReplayError(
                         f"no masks came back on {output_prefix}/mask within {o.timeout:g} s for "
-                        f"{result['frames_published']} published frames")
+                        f"{result['frames_published']} published frames{hint}")
             # OUT_BAG is now committed (renamed into place).
         finally:
             executor.shutdown(timeout_sec=2.0)
@@ -840,13 +857,25 @@ def options_from_args(args) -> ReplayOptions:
 
 def replay(opts: ReplayOptions, ros_args: list | None = None) -> dict:
     """Run one replay; returns the report (also saved to opts.report). Raises ReplayError/BagError."""
-    r = Replay(opts)
-    r._ros_args = list(ros_args or [])
-    result = r.run()
+    result = Replay(opts, ros_args).run()
     if opts.report:
         Path(opts.report).parent.mkdir(parents=True, exist_ok=True)
         Path(opts.report).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def use_large_image_profile() -> None:
+    """Let large best-effort images through Fast DDS, as seg.launch.py does for the node.
+
+    A node started with the default best-effort input only gets frames over 512 KiB when the
+    publishing process (this one) uses config/fastdds_large_images.xml. Must run before rclpy
+    creates its first participant; a profile the user set already is kept.
+    """
+    from drn_perception.model_info import _config_path
+
+    profile = _config_path("fastdds_large_images.xml")
+    if profile.is_file():
+        os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -856,6 +885,7 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--ros-args")
         argv, ros_args = argv[:i], argv[i:]
     args = build_parser().parse_args(argv)
+    use_large_image_profile()
     try:
         result = replay(options_from_args(args), ros_args)
     except (ReplayError, bagio.BagError) as exc:
