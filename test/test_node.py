@@ -348,7 +348,7 @@ def test_launch_file_names_the_installed_executable_and_params_file():
     assert any(getattr(c.func, "id", "") == "SetEnvironmentVariable" for c in calls)
 
 
-def test_params_file_loads_into_the_node(tiny_onnx_model, context):
+def test_params_file_and_remapping_to_a_compressed_topic(tiny_onnx_model, context, segmenter):
     import yaml
 
     from drn_perception.ros.node import SegNode
@@ -356,7 +356,9 @@ def test_params_file_loads_into_the_node(tiny_onnx_model, context):
     seg_yaml = REPO / "config" / "seg.yaml"
     params = yaml.safe_load(seg_yaml.read_text())["/**"]["ros__parameters"]
     node = SegNode("seg_params", context=context, cli_args=[
-        "--ros-args", "--params-file", str(seg_yaml), "-p", f"model_path:={tiny_onnx_model}"])
+        "--ros-args", "--params-file", str(seg_yaml), "-p", f"model_path:={tiny_onnx_model}",
+        "-r", "camera/image_raw:=remapped/image_raw/compressed", "-r", "drn/mask:=remapped/mask"])
+    probe = Probe(context, "probe_params")
     try:
         for name, value in params.items():
             if name != "model_path":
@@ -365,5 +367,15 @@ def test_params_file_loads_into_the_node(tiny_onnx_model, context):
         assert all(d.description for d in described)
         assert {d.name for d in described if d.read_only} >= {"model_path", "backend", "device", "image_topics",
                                                               "input_size", "input_reliability"}
+        # the launch file's image_topic remapping may point at a CompressedImage topic
+        assert node.cameras[0].compressed
+        probe.listen("remapped/mask", Image)
+        pub = probe.publisher("remapped/image_raw/compressed", CompressedImage)
+        with SpinThread(context, node, probe.node):
+            probe.wait_matched(pub)
+            png = compressed_msg(random_rgb(24, 40, seed=30), "png", stamp=(30, 0))
+            check_mask(probe.send_until_answered(pub, png, "remapped/mask", "remapped"), png,
+                       direct(segmenter, random_rgb(24, 40, seed=30)))
     finally:
         node.destroy_node()
+        probe.destroy()

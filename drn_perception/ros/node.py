@@ -285,7 +285,10 @@ class SegNode(Node):
         single = len(self.image_topics) == 1
         self.cameras = []
         for topic, name in zip(self.image_topics, self.camera_names):
-            compressed = self.compressed or topic.rstrip("/").endswith("/compressed")
+            # The remapped name decides the type too (image_topic:=/cam/image_raw/compressed).
+            resolved = self.resolve_topic_name(topic) if hasattr(self, "resolve_topic_name") else topic
+            compressed = self.compressed or any(t.rstrip("/").rsplit("/", 1)[-1] == "compressed"
+                                                for t in (topic, resolved))
             cam = Camera(name=name, topic=topic, compressed=compressed, prefix="drn" if single else f"drn/{name}")
             cam.pub_mask = self.create_publisher(Image, f"{cam.prefix}/mask", out_qos)
             cam.pub_color = self.create_publisher(Image, f"{cam.prefix}/color_mask", out_qos)
