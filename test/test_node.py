@@ -307,6 +307,25 @@ def test_optional_outputs_input_size_and_runtime_parameters(tiny_onnx_model, con
             assert conf_msg.encoding == "32FC1"
             np.testing.assert_allclose(read_image(conf_msg), conf, atol=1e-5)
             assert node.stats_snapshot()["opts"]["optional_outputs"]["color_mask"] == colours_before
+
+            # a backend failure on one frame is counted; the node serves the next frame
+            infer = node.segmenter.infer
+            failures = []
+
+            def failing_once(images, want_confidence=False):
+                if not failures:
+                    failures.append(images.shape)
+                    raise RuntimeError("device lost")
+                return infer(images, want_confidence)
+
+            node.segmenter.infer = failing_once
+            try:
+                pub.publish(image_msg(rgb, "rgb8", frame_id="fails"))
+                probe.wait(lambda: node.stats_snapshot()["opts"]["drops"].get("inference_error") == 1,
+                           what="inference_error counted")
+                check_mask(probe.send_until_answered(pub, msg, "drn/mask", "recovered"), msg, mask)
+            finally:
+                node.segmenter.infer = infer
     finally:
         node.destroy_node()
         probe.destroy()

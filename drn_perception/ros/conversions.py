@@ -88,11 +88,15 @@ def decode_compressed(msg) -> np.ndarray:
     buf = _buffer(msg.data)
     if buf.size == 0:
         raise FrameError("empty", "compressed image with no data")
-    if _IMREAD_RGB is not None:
-        rgb = cv2.imdecode(buf, _IMREAD_RGB)
-    else:
-        rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        rgb = None if rgb is None else cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
+    try:
+        if _IMREAD_RGB is not None:
+            rgb = cv2.imdecode(buf, _IMREAD_RGB)
+        else:
+            rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            rgb = None if rgb is None else cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
+    except cv2.error as exc:  # some decoders raise instead of returning None
+        raise FrameError("decode_error", f"cannot decode {buf.size}-byte compressed image (format {fmt!r}): "
+                         f"{str(exc).strip().splitlines()[-1]}") from None
     if rgb is None or rgb.size == 0:
         raise FrameError("decode_error", f"cannot decode {buf.size}-byte compressed image (format {fmt!r})")
     return rgb

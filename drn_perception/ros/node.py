@@ -350,7 +350,13 @@ class SegNode(Node):
         for job in jobs:
             groups.setdefault(job.net.shape[:2], []).append(job)
         for group in groups.values():
-            self._run_group(group)
+            try:
+                self._run_group(group)
+            except Exception as exc:  # noqa: BLE001 - the other sizes still run; counted per camera
+                if self._stopping or not self.context.ok():
+                    raise
+                for job in group:
+                    self._drop(job.cam, "inference_error", f"{type(exc).__name__}: {exc}")
 
     def _run_group(self, jobs):
         want_color = self.get_parameter("publish_color").value
