@@ -183,6 +183,16 @@ def default_model() -> Path:
     return Path(default_model_path())
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the replay dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class NodeProcess:
     """seg_node started the way ``ros2 run drn_perception seg_node --ros-args ...`` starts it."""
 
@@ -196,9 +206,10 @@ class NodeProcess:
         env["PYTHONUNBUFFERED"] = "1"
         self.lines: deque[str] = deque(maxlen=40)
         self._log = open(log_path, "w") if log_path else None  # noqa: SIM115 - closed in stop()
+        # Own session: a terminal Ctrl-C reaches only the replay, which then stops the node itself.
         self.proc = subprocess.Popen(
             self.command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=_die_with_parent,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -413,8 +424,13 @@ class Replay:
                 raise ReplayError(f"drn-replay needs rclpy and the ROS message packages ({exc}): source a ROS 2 "
                                   "install or pip install -r requirements.txt") from None
 
+            from rclpy.signals import SignalHandlerOptions
+
             context = rclpy.Context()
-            rclpy.init(args=sys.argv[:1] + self.ros_args, context=context)
+            # No rclpy signal handlers: Ctrl-C must raise KeyboardInterrupt here, so the node is
+            # stopped and the partial OUT_BAG removed by the finally blocks.
+            rclpy.init(args=sys.argv[:1] + self.ros_args, context=context,
+                       signal_handler_options=SignalHandlerOptions.NO)
             try:
                 if o.start_node:
                     namespace = f"/drn_replay_{os.getpid()}"
@@ -864,6 +880,10 @@ def replay(opts: ReplayOptions, ros_args: list | None = None) -> dict:
     return result
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def use_large_image_profile() -> None:
     """Let large best-effort images through Fast DDS, as seg.launch.py does for the node.
 
@@ -886,6 +906,7 @@ def main(argv: list[str] | None = None) -> int:
         argv, ros_args = argv[:i], argv[i:]
     args = build_parser().parse_args(argv)
     use_large_image_profile()
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = replay(options_from_args(args), ros_args)
     except (ReplayError, bagio.BagError) as exc:
