@@ -44,6 +44,7 @@ DROP_REASONS = ("superseded", "unsupported_encoding", "short_data", "bad_step", 
                 "inference_error")
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 CONFIDENCE_ENCODINGS = ("mono8", "32FC1")
+BUILD_POLICIES = ("never", "if_missing", "if_stale")  # TensorRT engine rebuild policy (deploy/engine_meta.py)
 # Last topic-name components that name the image rather than the camera.
 _IMAGE_SUFFIXES = {"image_raw", "image", "image_rect", "image_rect_color", "image_color", "image_mono",
                    "compressed"}
@@ -158,6 +159,11 @@ class SegNode(Node):
                             "(PyTorch). Empty: the package's default model.")
         self.backend = p("backend", "auto", "auto (from the file suffix), tensorrt, onnxruntime or torch.")
         self.device = p("device", "auto", "auto, cpu, cuda or cuda:N.")
+        self.build_engine = p("build_engine", "never", "TensorRT only: never (a missing or stale engine is an "
+                              "error naming the fix), if_missing (build it from the ONNX model once) or if_stale "
+                              "(also rebuild after a TensorRT/GPU/model change, once per JetPack and GPU).")
+        self.onnx_path = p("onnx_path", "", "TensorRT only: the ONNX model to build the engine from when it is "
+                           "not beside the engine or named in its metadata.")
         self.class_config = p("class_config", "", "YAML with the class names and colours the model predicts. "
                               "Empty: the installed config/cityscapes.yaml.")
         self.image_topics = p("image_topics", ["camera/image_raw"], "Input camera topics. A name ending in "
@@ -187,6 +193,8 @@ class SegNode(Node):
         p("diagnostics_period", 1.0, "Seconds between /diagnostics reports.",
           floating_point_range=[FloatingPointRange(from_value=0.1, to_value=60.0, step=0.0)])
 
+        if self.build_engine not in BUILD_POLICIES:
+            raise StartupError(f"parameter build_engine is {self.build_engine!r}: use {', '.join(BUILD_POLICIES)}")
         if self.backend not in ("auto", *BACKENDS):
             raise StartupError(f"unknown backend {self.backend!r}: set backend to auto, {', '.join(BACKENDS)}")
         for name, value in (("input_reliability", self.input_reliability),
@@ -251,7 +259,11 @@ class SegNode(Node):
                 raise StartupError(f"no model_path given and the default model {path} is not installed: "
                                    "pass model_path:=<model.onnx|.engine|.pt> (drn-export makes one)")
         try:
-            self.segmenter = create_segmenter(path, self.backend, self.device)
+            options = {}
+            if (self.backend == "tensorrt" or path.suffix in BACKENDS["tensorrt"][2]) and (
+                    self.build_engine != "never" or self.onnx_path):
+                options = {"build_engine": self.build_engine, "onnx": self.onnx_path or None}
+            self.segmenter = create_segmenter(path, self.backend, self.device, **options)
         except FileNotFoundError:
             raise StartupError(f"model file not found: {path}; set model_path to an existing "
                                ".onnx/.engine/.pt file") from None
