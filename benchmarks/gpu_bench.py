@@ -251,6 +251,26 @@ def main(argv=None) -> int:
     variant("torch backend CUDA path: TorchSegmenter(half, channels_last).infer, uint8 in, labels out",
             backend_path, "whole frame incl. upload/download, perf_counter", wall=True)
 
+    # several cameras: N pending frames in one call vs N calls of one frame (fp16 channels_last)
+    cams = []
+    for n_cam in (2, 3, 4):
+        try:
+            pipe = pipeline_for(torch.float16, True)
+            frames = x_u8[:1].repeat(n_cam, 1, 1, 1)
+
+            def sequential(pipe=pipe, frames=frames, n_cam=n_cam):
+                for i in range(n_cam):
+                    pipe(frames[i:i + 1])
+
+            with torch.inference_mode():
+                seq = np.median(timer(sequential, max(iters // 2, 2), warmup))
+                bat = np.median(timer(lambda pipe=pipe, frames=frames: pipe(frames), max(iters // 2, 2), warmup))
+            cams.append((n_cam, seq, bat))
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc()
+            cams.append((n_cam, None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"))
+    print("  cameras: done", flush=True)
+
     ref_name = rows[0][0]
     ref = labels.get(ref_name)
     fp32_ms = rows[0][1]["median"] if rows[0][1] else None
@@ -274,6 +294,11 @@ def main(argv=None) -> int:
         speed = f"{fp32_ms / st['median']:.2f}x" if fp32_ms else "—"
         over = f"{st['median'] / floor_ms['fp16']:.1f}" if "fp16" in floor_ms else "—"
         lines.append(f"| {name} | {st['median']:.2f} | {st['p10']:.2f}–{st['p90']:.2f} | {speed} | {over} | {agree} | {note} |")
+    lines += ["", "Several cameras (eager fp16 channels_last, labels out): N sequential batch-1 calls vs one call "
+              "with N frames:", "", "| N | sequential ms | batched ms | throughput gain |", "|--:|--:|--:|--:|"]
+    for n_cam, seq, bat in cams:
+        lines.append(f"| {n_cam} | failed: {bat} | | |" if seq is None else
+                     f"| {n_cam} | {seq:.2f} | {bat:.2f} | {seq / bat:.2f}x |")
     lines += ["", f"Labels compared on {len(images)} generated scenes (seeds {EVAL_SEED0}+); random weights have tiny "
               "argmax margins, so agreement understates a trained model's.",
               f"Total run time {time.perf_counter() - t_start:.0f} s."]
