@@ -147,3 +147,27 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     assert evaluate.main([str(tmp_path / "nope.onnx")]) == 1
     assert capsys.readouterr().err.startswith("drn-eval: error: model file not found")
+
+
+def test_init_starts_from_a_whole_segmentation_checkpoint(tmp_path, capsys):
+    from drn_perception.model_info import cityscapes
+    from drn_perception.models.checkpoints import save_checkpoint
+    from drn_perception.models.segmentation import DRNSeg
+
+    torch.manual_seed(123)
+    start = DRNSeg("drn_c_26", 19, width=0.125)
+    cs = cityscapes()
+    info = {"arch": "drn_c_26", "width": 0.125, "classes": cs.classes, "palette": cs.palette}
+    save_checkpoint(tmp_path / "start.pt", start, info)
+    out = tmp_path / "ft"
+    # lr 0: only BatchNorm running statistics may move, every weight must be the start's.
+    assert train.main(TINY + ["--synthetic-train", "4", "--synthetic-val", "1", "--epochs", "1", "--lr", "0",
+                              "--init", str(tmp_path / "start.pt"), "--no-tensorboard", "--out", str(out)]) == 0
+    got = read_checkpoint(out / "last.pt")["state_dict"]
+    for key, value in start.state_dict().items():
+        if "running" not in key and "num_batches" not in key:
+            assert torch.equal(got[key], value), key
+    capsys.readouterr()
+    assert train.main(TINY + ["--width", "0.25", "--init", str(tmp_path / "start.pt"), "--synthetic-train", "4",
+                              "--out", str(tmp_path / "bad")]) == 1
+    assert "is drn_c_26 width 0.125 with 19 classes; this run is drn_c_26 width 0.25" in capsys.readouterr().err

@@ -136,8 +136,7 @@ def evaluate(args) -> dict:
     predictor = open_model(args.model, args.backend, args.device)
     info = predictor.info
     kind = resolve_dataset_kind(args)
-    dataset = build_dataset(args, kind, args.split if kind != "synthetic" else args.split, None,
-                            args.synthetic_num)
+    dataset = build_dataset(args, kind, args.split, None, args.synthetic_num)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     classes = eval_classes(kind, info.num_classes)
     conf = ConfusionMatrix(info.num_classes)

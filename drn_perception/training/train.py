@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = reference)")
     g.add_argument("--pretrained", type=Path, metavar="FILE",
                    help="ImageNet DRN checkpoint to initialise the backbone from (local file)")
+    g.add_argument("--init", type=Path, metavar="FILE",
+                   help="segmentation checkpoint (ours or the authors') to start from, e.g. to fine-tune; "
+                        "same arch, width and number of classes")
     g = p.add_argument_group("recipe (defaults: the authors' Cityscapes recipe)")
     g.add_argument("--epochs", type=int, default=500)
     g.add_argument("--batch-size", type=int, default=8, help="images per process and step")
@@ -306,12 +309,15 @@ def run(args) -> dict:
 
     from drn_perception.data.transforms import training_transform
     from drn_perception.model_info import ModelInfo
-    from drn_perception.models.checkpoints import FORMAT, load_backbone, read_checkpoint, save_checkpoint
+    from drn_perception.models.checkpoints import (FORMAT, load_backbone, load_checkpoint, read_checkpoint,
+                                                   save_checkpoint)
     from drn_perception.models.segmentation import DRNSeg
     from drn_perception.training.metrics import format_table, mean_iou, pixel_accuracy
 
     if args.epochs < 1 or args.batch_size < 1:
         raise UserError("--epochs and --batch-size must be >= 1")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
     if args.threads:
         torch.set_num_threads(args.threads)
     # ---- processes and device
@@ -379,8 +385,17 @@ def run(args) -> dict:
 
     # ---- model, optimiser, schedule
     model = DRNSeg(args.arch, num_classes, width=args.width)
+    if args.pretrained and args.init:
+        raise UserError("give --pretrained (backbone) or --init (whole model), not both")
     if args.pretrained:
         load_backbone(model, args.pretrained)
+    if args.init:
+        start, start_info = load_checkpoint(args.init)
+        got = (start_info["arch"], float(start_info.get("width", 1.0)), start.num_classes)
+        if got != (args.arch, args.width, num_classes):
+            raise UserError(f"--init {args.init} is {got[0]} width {got[1]:g} with {got[2]} classes; this run is "
+                            f"{args.arch} width {args.width:g} with {num_classes}")
+        model.load_state_dict(start.state_dict())
     model.to(device)
     raw_model = model
     if distributed:
@@ -411,7 +426,8 @@ def run(args) -> dict:
         t = obj["training"]
         optimizer.load_state_dict(t["optimizer"])
         scheduler.load_state_dict(t["scheduler"])
-        scaler.load_state_dict(t["scaler"]) if t.get("scaler") and amp else None
+        if t.get("scaler") and amp:
+            scaler.load_state_dict(t["scaler"])
         loader_gen.set_state(t["loader_generator"])
         set_rng_state(t["rng"])
         start_epoch, best, best_epoch, elapsed = t["epoch"], t["best_miou"], t["best_epoch"], t["elapsed"]
