@@ -119,6 +119,18 @@ def peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc), so RSS drops."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class RssPeak:
     """Samples this process's RSS every few ms in a thread; ``.peak`` after the block."""
 
@@ -378,6 +390,8 @@ def bench_one(files: ModelFiles, size: tuple[int, int], path_names: list[str], a
     replay = None
     if args.replay:
         replay = node_path(files, segs, size, args, log)
+    segs.clear()
+    release_memory()  # so the next section's "added MiB" starts from a clean heap
     return {"model": files.name, "random": files.random, "size": size, "batch": batch, "reference": ref_name,
             "noise_agreement": noise_agreement, "results": results, "notes": list(files.notes),
             "replay": replay, "scenes": args.scenes}
