@@ -138,3 +138,22 @@ def test_bad_input_gives_one_line(tmp_path, capsys):
 
     assert quantize_main([str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "q.onnx")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_labels_only_graph_keeps_the_labels(tiny_onnx_model, tmp_path):
+    import onnx
+
+    from drn_perception.data.synthetic import generate_scene
+    from drn_perception.deploy.quantize import labels_only
+    from drn_perception.inference import create_segmenter
+    from drn_perception.model_info import sidecar_path
+
+    out = labels_only(tiny_onnx_model, tmp_path / "lo.onnx")
+    graph = onnx.load(str(out))
+    assert [o.name for o in graph.graph.output] == ["labels"]
+    assert not {"Softmax", "ReduceMax"} & {n.op_type for n in graph.graph.node}
+    assert json.loads(sidecar_path(out).read_text())["outputs"] == ["labels"]
+    images = np.stack([generate_scene(EVAL_SEED0 + i, 48, 64)[0] for i in range(2)])
+    full, lo = create_segmenter(tiny_onnx_model), create_segmenter(out)
+    np.testing.assert_array_equal(lo.infer(images).labels, full.infer(images).labels)
+    assert lo.infer(images, want_confidence=True).confidence is None  # asked for, but the graph has none

@@ -196,9 +196,10 @@ class ModelFiles:
 
     def __init__(self, workdir: Path, *, arch: str | None = None, width: float = 1.0, seed: int = 0,
                  model: Path | None = None, int8: Path | None = None, engine: Path | None = None,
-                 calibration: tuple[int, tuple[int, int]] = (16, (256, 512))):
+                 calibration: tuple[int, tuple[int, int]] = (16, (256, 512)), labels_only: bool = False):
         self.workdir = workdir
         self.calibration = calibration
+        self.labels_only = labels_only
         self.random = model is None
         self.files: dict[str, Path] = {}
         self.notes: list[str] = []
@@ -216,10 +217,14 @@ class ModelFiles:
                 self.files["pt"] = model
             elif model.suffix == ".onnx":
                 self.files["onnx"] = model
+                if labels_only:
+                    from drn_perception.deploy.quantize import labels_only as strip
+
+                    self.files["onnx"] = strip(model, workdir / f"{model.stem}.labels.onnx")
                 if model.with_suffix(".pt").is_file():
                     self.files["pt"] = model.with_suffix(".pt")
                 sibling = model.with_name(f"{model.stem}.int8.onnx")
-                if sibling.is_file() and int8 is None:
+                if sibling.is_file() and int8 is None and not labels_only:
                     int8 = sibling
             elif model.suffix in (".engine", ".plan"):
                 self.files["engine"] = model
@@ -243,7 +248,8 @@ class ModelFiles:
 
             if "pt" not in self.files and self._make_pt is None:
                 raise BenchError(f"no .onnx for {self.name}: give --model model.onnx")
-            self.files["onnx"] = export_onnx(self.get("pt"), self.workdir / f"{self.stem}.onnx", check=False)
+            self.files["onnx"] = export_onnx(self.get("pt"), self.workdir / f"{self.stem}.onnx", check=False,
+                                             confidence=not self.labels_only)
         elif kind == "int8":
             from drn_perception.deploy.quantize import quantize_int8
 
@@ -394,7 +400,7 @@ def bench_one(files: ModelFiles, size: tuple[int, int], path_names: list[str], a
     release_memory()  # so the next section's "added MiB" starts from a clean heap
     return {"model": files.name, "random": files.random, "size": size, "batch": batch, "reference": ref_name,
             "noise_agreement": noise_agreement, "results": results, "notes": list(files.notes),
-            "replay": replay, "scenes": args.scenes}
+            "replay": replay, "scenes": args.scenes, "labels_only": files.labels_only}
 
 
 def node_path(files: ModelFiles, segs: dict, size: tuple[int, int], args, log=print) -> dict:
@@ -449,7 +455,11 @@ def section_markdown(sec: dict) -> str:
     h, w = sec["size"]
     res: dict[str, PathResult] = sec["results"]
     ref = res[sec["reference"]]
-    lines = [f"### {sec['model']} — {h}x{w}, batch {sec['batch']}", ""]
+    onnx_note = ""
+    if any(PATHS[n].backend == "onnxruntime" for n in res):
+        onnx_note = ("; ONNX graphs labels-only" if sec.get("labels_only") else
+                     "; ONNX graphs with the confidence output (ONNX Runtime computes it on every call)")
+    lines = [f"### {sec['model']} — {h}x{w}, batch {sec['batch']}{onnx_note}", ""]
     lines.append("| path | precision | median ms | p10–p90 ms | min–max ms | frames/s | speed-up vs "
                  f"{ref.name} (paired) | labels = {ref.name} | mIoU (Δ) | added MiB |")
     lines.append("|:--|:--|--:|--:|--:|--:|--:|--:|--:|--:|")
@@ -577,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="cpu (default), cuda[:i] or auto")
     run.add_argument("--calibration-frames", type=int, default=16, help="scenes for int8 calibration (default 16)")
     run.add_argument("--calibration-size", default="256x512")
+    run.add_argument("--labels-only", action="store_true",
+                     help="ONNX paths run graphs without the confidence output (as the torch paths compute "
+                          "labels only when no confidence is asked for)")
     run.add_argument("--skip-unavailable", action="store_true", help="note a path that cannot open instead of failing")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, help="markdown file (default benchmarks/results/<date>-<model>-<size>.md)")
@@ -622,10 +635,11 @@ def run(args, argv: list[str], log=print) -> tuple[str, list[dict]]:
     with tempfile.TemporaryDirectory(prefix="drn-bench-") as tmp:
         if args.model is not None:
             models = [ModelFiles(Path(tmp), model=args.model, int8=args.int8_model, engine=args.engine,
-                                 calibration=calibration)]
+                                 calibration=calibration, labels_only=args.labels_only)]
         else:
             models = [ModelFiles(Path(tmp), arch=a.strip(), width=args.width, seed=args.seed, int8=args.int8_model,
-                                 engine=args.engine, calibration=calibration) for a in args.arch.split(",") if a.strip()]
+                                 engine=args.engine, calibration=calibration, labels_only=args.labels_only)
+                      for a in args.arch.split(",") if a.strip()]
         for files in models:
             for size in sizes:
                 sec = bench_one(files, size, path_names, args, log)
