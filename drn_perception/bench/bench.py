@@ -281,7 +281,7 @@ def open_path(name: str, files: ModelFiles, device: str, threads: int):
 
             return TorchSegmenter(model, device=device, **spec.options)
         return create_segmenter(model, backend=spec.backend, device=device)
-    except (ImportError, BackendUnavailable) as exc:
+    except (ImportError, BackendUnavailable, ValueError) as exc:
         raise BenchError(f"path {name}: {exc}") from None
 
 
@@ -353,7 +353,7 @@ def measure(segs: dict, frames: np.ndarray, repeats: int, results: dict[str, Pat
 
 def bench_one(files: ModelFiles, size: tuple[int, int], path_names: list[str], args, log=print) -> dict:
     """Load, check and time every path on one model at one size; returns a section dict."""
-    images, gt = scenes(args.scenes, size)
+    images, gt = scenes(max(args.scenes, 1), size)  # at least one frame to time
     batch = args.batch
     frames = images[:batch] if len(images) >= batch else images[:1].repeat(batch, 0)
     results = {n: PathResult(n) for n in path_names}
@@ -383,6 +383,7 @@ def bench_one(files: ModelFiles, size: tuple[int, int], path_names: list[str], a
     ref_labels = None
     noise_agreement = None
     if args.scenes:
+        images, gt = images[:args.scenes], gt[:args.scenes]
         for name, seg in segs.items():
             labels = predict(seg, images)
             if ref_labels is None:
@@ -664,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr, flush=True))
     try:
         text, sections = run(args, argv, log)
-    except (BenchError, FileNotFoundError) as exc:
+    except (BenchError, FileNotFoundError, ValueError) as exc:  # bad options or model files
         print(f"drn-bench: error: {exc}", file=sys.stderr)
         return 2
     print(text)
