@@ -31,6 +31,7 @@ import copy
 import os
 import platform
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -226,14 +227,11 @@ def main(argv=None) -> int:
         from drn_perception.model_info import ModelInfo, cityscapes
         from drn_perception.models.checkpoints import save_checkpoint
 
-        ckpt = REPO / "benchmarks" / ".gpu_bench_model.pt"
         cs = cityscapes()
-        save_checkpoint(ckpt, model, ModelInfo(arch="drn_c_26", classes=cs.classes, palette=cs.palette,
-                                                width=width).to_dict())
-        try:
+        with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp:
+            ckpt = save_checkpoint(Path(tmp) / "drn_c_26.pt", model, ModelInfo(
+                arch="drn_c_26", classes=cs.classes, palette=cs.palette, width=width).to_dict())
             seg = TorchSegmenter(ckpt, device=str(device), half=True, channels_last=True)
-        finally:
-            ckpt.unlink(missing_ok=True)
         frame = images[:1]
         return (lambda: seg.infer(frame)), (lambda x: torch.from_numpy(seg.infer(x.cpu().numpy()).labels))
 
