@@ -42,6 +42,7 @@ setup(
             "drn-train = drn_perception.training.train:main",
             "drn-eval = drn_perception.training.evaluate:main",
             "drn-export = drn_perception.deploy.export:main",
+            "drn-quantize = drn_perception.deploy.quantize:main",
             "drn-build-engine = drn_perception.deploy.tensorrt_build:main",
             "drn-bench = drn_perception.bench.bench:main",
         ],
