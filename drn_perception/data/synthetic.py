@@ -13,7 +13,7 @@ visible there. Lighting, texture and noise change colours only. Label 255 is nev
 Sizes are sampled relative to the image, so a seed gives the same scene at any resolution of
 the same aspect ratio; the random draws that place objects do not depend on the pixel count.
 Thin classes are drawn thicker than life (poles at least 1/36 of the image width, signs at
-least 1/20) so that a network with output stride 8 can learn them.
+least 1/15) so that a network with output stride 8 can learn them.
 """
 from __future__ import annotations
 
@@ -206,7 +206,7 @@ def _sample_layout(rng, cam: _Camera) -> SimpleNamespace:
         side = SimpleNamespace()
         side.curb = lay.road[1] if s > 0 else lay.road[0]
         side.sidewalk_w = rng.uniform(1.8, 4.5)
-        side.grass_w = rng.uniform(1.5, 4.0) if rng.random() < 0.6 else 0.0
+        side.grass_w = rng.uniform(2.0, 5.0) if rng.random() < 0.65 else 0.0
         side.grass_first = bool(rng.random() < 0.35)
         side.built = bool(rng.random() < 0.8)
         side.light = rng.uniform(0.72, 1.1)
@@ -469,6 +469,9 @@ def _hedge(cv, rng, cam, s, side, za, zb) -> Callable[[], None]:
     return draw
 
 
+# Vertical stripes across a pole (fractions of its width) and their brightness factors.
+_POLE_SHADING = ((0.0, 1.0, 0.85), (0.0, 0.18, 0.55), (0.3, 0.55, 1.3), (0.8, 1.0, 0.65))
+
 _SIGN_KINDS = ("round_red", "no_entry", "round_blue", "triangle", "square_blue", "diamond",
                "rect_green", "stop")
 
@@ -511,8 +514,9 @@ def _draw_sign(cv, kind: str, c, s: float) -> None:
 
 
 def _pole(cv, rng, cam, X, Z, kind: str, s: int) -> Callable[[], None]:
-    base = [(40, 44, 48), (58, 60, 64), (30, 52, 40), (70, 70, 76), (26, 28, 30)]
-    col = _jitter(rng, base[rng.integers(len(base))], 6)
+    # Galvanised metal: neutral grey with strong cylinder shading (dark edge, bright ridge).
+    lum = rng.uniform(120, 180)
+    col = np.array([lum, lum, lum * rng.uniform(1.0, 1.06)]) + rng.uniform(-4, 4, 3)
     min_w = cv.w / rng.uniform(30, 36)
     lamp_h = rng.uniform(6.0, 9.0)
     arm = rng.uniform(1.5, 2.6)
@@ -525,16 +529,15 @@ def _pole(cv, rng, cam, X, Z, kind: str, s: int) -> Callable[[], None]:
         sc = cam.f / Z
         u, vg = cam.u(X, Z), cam.v(0, Z)
         pw = max(0.2 * sc, min_w)
-        ssz = float(np.clip(0.7 * sc, cv.w / 20, cv.w / 9))
+        ssz = float(np.clip(0.8 * sc, cv.w / 15, cv.w / 8))
         vs = cam.v(sign_y, Z)
         if kind == "sign":
             vtop = vs - 0.3 * ssz
         else:
             vtop = cam.v(lamp_h, Z)
         x0, x1 = u - pw / 2, u + pw / 2
-        cv.rect(x0, vtop, x1, vg, col, POLE)
-        cv.rect(x0 + 0.3 * pw, vtop, x0 + 0.55 * pw, vg, col * 1.5 + 10, POLE)
-        cv.rect(x0 + 0.8 * pw, vtop, x1, vg, col * 0.7, POLE)
+        for a, b, k in _POLE_SHADING:
+            cv.rect(x0 + a * pw, vtop, x0 + b * pw, vg, col * k, POLE)
         if kind == "lamp":
             ue = u - s * max(arm * sc, 2.5 * pw)
             ve = vtop + 0.2 * pw
@@ -691,7 +694,7 @@ def _place_objects(cv, rng, cam, lay) -> list[tuple[float, Callable[[], None]]]:
         objs.append((Z, _pole(cv, rng, cam, X, Z, kind, s)))
 
     # People, placed in image space so that their size is in a learnable range.
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(2, 6))):
         for _try in range(30):
             hp = rng.uniform(0.16, 0.5) * h
             up = rng.uniform(0.04, 0.96) * w
