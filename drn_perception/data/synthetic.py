@@ -44,8 +44,9 @@ _TEX_MID = {ROAD: 0.035, SIDEWALK: 0.03, BUILDING: 0.025, VEGETATION: 0.30, TERR
             PERSON: 0.02}
 _TEX_COARSE = {ROAD: 0.09, SIDEWALK: 0.06, BUILDING: 0.05, VEGETATION: 0.10, TERRAIN: 0.10,
                SKY: 0.03}
-# Per-class colour shift (added RGB per unit of coarse noise): patchy, yellow/brown terrain.
-_TEX_CHROMA = {TERRAIN: (0.16, 0.06, -0.08), VEGETATION: (-0.08, 0.06, -0.06)}
+# Colour shift per unit of coarse noise (relative R, G, B gain): patchy yellow/brown terrain.
+_TEX_CHROMA = {TERRAIN: 1.0}
+_CHROMA_RGB = (0.16, 0.06, -0.08)
 
 
 def _lut(table: dict[int, float]) -> np.ndarray:
@@ -58,10 +59,7 @@ def _lut(table: dict[int, float]) -> np.ndarray:
 _LUT_FINE = _lut(_TEX_FINE)
 _LUT_MID = _lut(_TEX_MID)
 _LUT_COARSE = _lut(_TEX_COARSE)
-# Relative colour shift per channel (multiplies the coarse noise), one LUT per channel.
-_LUT_CHROMA = np.zeros((3, 1, 256), np.float32)
-for _k, _v in _TEX_CHROMA.items():
-    _LUT_CHROMA[:, 0, _k] = _v
+_LUT_CHROMA = _lut(_TEX_CHROMA)
 
 
 def _col(c) -> tuple[int, int, int]:
@@ -764,10 +762,11 @@ def _finish(cv: _Canvas, rng) -> np.ndarray:
     m += cv2.LUT(lab, _LUT_MID) * mid
     m += cv2.LUT(lab, _LUT_COARSE) * coarse
     m += 1.0
+    chroma = cv2.LUT(lab, _LUT_CHROMA)
+    chroma *= coarse
     chans = []
-    for c, g in enumerate((gain * (1 + temp), gain, gain * (1 - temp))):
-        mc = cv2.LUT(lab, _LUT_CHROMA[c])
-        mc *= coarse
+    for k, g in zip(_CHROMA_RGB, (gain * (1 + temp), gain, gain * (1 - temp))):
+        mc = chroma * np.float32(k)
         mc += m
         mc *= np.float32(g)
         chans.append(mc)
