@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
-from drn_perception.assets import default_model_path
+from drn_perception.default_model import default_model_path
 from drn_perception.inference import create_segmenter
 from drn_perception.model_info import cityscapes
 from ros_helpers import (REPO, Probe, SpinThread, compressed_msg, decoded, diagnostics_values, image_msg,

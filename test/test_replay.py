@@ -221,7 +221,7 @@ def test_node_that_cannot_start_is_reported_and_nothing_written(bags, tmp_path, 
 
 def _default_model():
     try:
-        from drn_perception.assets import default_model_path
+        from drn_perception.default_model import default_model_path
     except ImportError:
         return None
     path = Path(default_model_path())

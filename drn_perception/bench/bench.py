@@ -6,7 +6,7 @@ path alike, and writes a markdown table (machine, versions, load, date) under
 benchmarks/results/:
 
     drn-bench --arch drn_c_26 --size 512x1024 --paths torch,torch-bf16,onnxruntime,onnxruntime-int8
-    drn-bench --model drn_perception/assets/drn_c_26_synthetic.onnx --compare onnxruntime,onnxruntime-int8
+    drn-bench --model drn_perception/assets/drn_c_26_w025_synthetic.onnx --compare onnxruntime,onnxruntime-int8
     drn-bench --arch drn_c_26 --size 512x1024 --paths torch,onnxruntime --cameras 3
     drn-bench --model model.onnx --engine model.engine --paths tensorrt,onnxruntime   # on a Jetson
 

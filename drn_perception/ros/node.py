@@ -34,7 +34,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
-from drn_perception.assets import default_model_path
+from drn_perception.default_model import default_model_path
 from drn_perception.inference import BACKENDS, BackendUnavailable, create_segmenter
 from drn_perception.model_info import IGNORE_LABEL, ClassConfig, cityscapes
 from drn_perception.ros import conversions as conv

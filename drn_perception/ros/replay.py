@@ -176,9 +176,9 @@ def inspect_bag(reader: bagio.BagReader, image_topic: str | None, labels_topic: 
 def default_model() -> Path:
     """The package's default model (drn_perception/assets); ReplayError if none is installed."""
     try:
-        from drn_perception.assets import default_model_path
+        from drn_perception.default_model import default_model_path
     except ImportError:
-        raise ReplayError("this installation has no default model (drn_perception.assets); "
+        raise ReplayError("this installation has no default model (drn_perception.default_model); "
                           "pass --model <model.onnx>") from None
     return Path(default_model_path())
 

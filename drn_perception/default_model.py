@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_MODEL_NAME = "drn_c_26_synthetic.onnx"
+DEFAULT_MODEL_NAME = "drn_c_26_w025_synthetic.onnx"
 
 
 def assets_dir() -> Path:
