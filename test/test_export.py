@@ -71,8 +71,11 @@ def test_metadata_inside_graph_serves_when_sidecar_is_missing(tiny_onnx_model, t
 def test_labels_only_export_and_cli(tiny_checkpoint, tmp_path):
     out = tmp_path / "labels_only.onnx"
     r = subprocess.run([sys.executable, "-m", "drn_perception.deploy.export", str(tiny_checkpoint),
-                        "--out", str(out), "--no-confidence"], capture_output=True, text=True)
+                        "--out", str(out), "--no-confidence", "--meta", "held_out_miou=0.5",
+                        "--meta", "note=x"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["held_out_miou"] == 0.5 and meta["note"] == "x"
     assert [o.name for o in onnx.load(out).graph.output] == ["labels"]
     seg = create_segmenter(out)
     frame = generate_scene(3, 64, 128)[0]

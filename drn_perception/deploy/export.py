@@ -44,8 +44,11 @@ def load_model(checkpoint: str | Path, arch: str | None = None):
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True, arch: str | None = None,
-                check: bool = True) -> Path:
-    """Export ``checkpoint`` to ``out`` (.onnx) and its sidecar; returns the ONNX path."""
+                check: bool = True, extra: dict | None = None) -> Path:
+    """Export ``checkpoint`` to ``out`` (.onnx) and its sidecar; returns the ONNX path.
+
+    extra: extra fields for the sidecar (e.g. the held-out mIoU a training run measured).
+    """
     import onnx
     import torch
 
@@ -85,7 +88,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True
     info.write_json(sidecar_path(out), onnx_sha256=sha256_file(out), opset=OPSET, input=INPUT,
                     outputs=outputs, input_layout="NHWC uint8 RGB", output_layout="NHW int32",
                     accepted_sizes="H and W multiples of 8, any N",
-                    exported_with={"torch": torch.__version__, "onnx": onnx.__version__})
+                    exported_with={"torch": torch.__version__, "onnx": onnx.__version__}, **(extra or {}))
     return out
 
 
@@ -115,12 +118,23 @@ def main(argv=None) -> int:
     p.add_argument("--arch", help="architecture of an authors' checkpoint (default: recognised from its tensors)")
     p.add_argument("--no-confidence", action="store_true", help="export labels only")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sidecar field (VALUE parsed as JSON when it is JSON), e.g. held_out_miou=0.81")
     args = p.parse_args(argv)
+    extra = {}
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--meta takes KEY=VALUE, got {item!r}")
+        try:
+            extra[key] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key] = value
     if Path(args.out).suffix != ".onnx":
         p.error("--out must end in .onnx")
     try:
         out = export_onnx(args.checkpoint, args.out, confidence=not args.no_confidence, arch=args.arch,
-                          check=not args.no_check)
+                          check=not args.no_check, extra=extra)
     except (ValueError, ExportError, OSError) as exc:
         print(f"drn-export: error: {exc}", file=sys.stderr)
         return 1
