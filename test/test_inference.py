@@ -93,3 +93,13 @@ def test_unavailable_cuda_is_a_clear_error(tiny_onnx_model, tiny_checkpoint):
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailable, match="CUDA"):
             create_segmenter(tiny_checkpoint, device="cuda")
+
+
+def test_labels_only_calls_run_a_pruned_graph_with_the_same_labels(tiny_onnx_model):
+    seg = create_segmenter(tiny_onnx_model, "onnxruntime", "cpu")
+    assert [o.name for o in seg.labels_session.get_outputs()] == ["labels"]
+    assert [o.name for o in seg.session.get_outputs()] == ["labels", "confidence"]
+    frames = np.stack([generate_scene(s, 96, 128)[0] for s in (4, 5)])
+    plain, with_conf = seg.infer(frames), seg.infer(frames, want_confidence=True)
+    assert plain.confidence is None and with_conf.confidence is not None
+    assert np.array_equal(plain.labels, with_conf.labels)
