@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -60,8 +59,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True
     outputs = list(OUTPUTS if confidence else OUTPUTS[:1])
     dynamic = {name: {0: "N", 1: "H", 2: "W"} for name in [INPUT, *outputs]}
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # same folder, so the rename is atomic
     try:
         dummy = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
         with torch.no_grad(), warnings.catch_warnings():

@@ -13,7 +13,6 @@ architecture is recognised from the tensor names and shapes when not stated.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -51,8 +50,8 @@ def save_checkpoint(path: str | Path, model: DRNSeg, info: dict, **extra) -> Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "info": dict(info), "state_dict": model.state_dict(), **extra}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    # A plain new file (not mkstemp's 0600) so the result gets the usual permissions.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
