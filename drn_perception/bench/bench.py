@@ -459,7 +459,7 @@ def section_markdown(sec: dict) -> str:
     onnx_note = ""
     if any(PATHS[n].backend == "onnxruntime" for n in res):
         onnx_note = ("; ONNX graphs labels-only" if sec.get("labels_only") else
-                     "; ONNX graphs with the confidence output (ONNX Runtime computes it on every call)")
+                     "; ONNX Runtime runs the graph pruned to its labels output (no confidence asked)")
     lines = [f"### {sec['model']} — {h}x{w}, batch {sec['batch']}{onnx_note}", ""]
     lines.append("| path | precision | median ms | p10–p90 ms | min–max ms | frames/s | speed-up vs "
                  f"{ref.name} (paired) | labels = {ref.name} | mIoU (Δ) | added MiB |")
