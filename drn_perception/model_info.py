@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,16 +58,17 @@ def cityscapes() -> ClassConfig:
 
 
 def _config_path(name: str) -> Path:
-    # Source checkout / editable install: <repo>/config. Installed by colcon: share/drn_perception/config.
-    local = CONFIG_DIR / name
-    if local.exists():
-        return local
+    """config/<name>: source checkout or editable install, else share/drn_perception/config of a
+    pip install (sys.prefix), else of a colcon install (ament index)."""
+    for candidate in (CONFIG_DIR / name, Path(sys.prefix) / "share" / "drn_perception" / "config" / name):
+        if candidate.exists():
+            return candidate
     try:
         from ament_index_python.packages import get_package_share_directory
 
         return Path(get_package_share_directory("drn_perception")) / "config" / name
     except Exception:  # noqa: BLE001 - ament index absent or package not installed there
-        return local
+        return CONFIG_DIR / name
 
 
 @dataclass
