@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from drn_perception.data.transforms import IGNORE_LABEL
+from drn_perception.data.transforms import IGNORE_LABEL, AugmentedItems
 
 # The authors' info.json for Cityscapes (mean/std of the training images, 0..1 scale).
 CITYSCAPES_MEAN = (0.290101, 0.328081, 0.286964)
@@ -64,7 +64,7 @@ def read_label(path: str | Path) -> np.ndarray:
     return label
 
 
-class LabelledImages(Dataset):
+class LabelledImages(AugmentedItems, Dataset):
     """(image, label) pairs from files, optionally augmented.
 
     ``__getitem__`` returns uint8 (H, W, 3) RGB and uint8 (H, W) labels (all 255 when the
@@ -100,13 +100,6 @@ class LabelledImages(Dataset):
             raise DatasetError(f"label {self.labels[index]} is {label.shape[1]}x{label.shape[0]} but its image "
                                f"{self.images[index]} is {image.shape[1]}x{image.shape[0]}")
         return image, label
-
-    def __getitem__(self, index: int):
-        image, label = self.load(index)
-        if self.transform is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, label = self.transform(image, label, rng)
-        return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
 def read_info(root: Path) -> tuple[list[float], list[float]]:

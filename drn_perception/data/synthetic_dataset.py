@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from drn_perception.data.transforms import AugmentedItems
 from drn_perception.model_info import IMAGENET_MEAN, IMAGENET_STD
 
 # First seed of each split; a split may hold at most SPLIT_STRIDE scenes.
@@ -46,7 +47,7 @@ def _generate(args):
     return generate_scene(seed, height=height, width=width)
 
 
-class SyntheticScenes(Dataset):
+class SyntheticScenes(AugmentedItems, Dataset):
     """``num`` synthetic scenes of ``split`` at ``height`` x ``width``.
 
     cache: None (generate each sample when read), "memory", or a folder for .npy files.
@@ -131,13 +132,6 @@ class SyntheticScenes(Dataset):
         if self._images is not None:
             return np.array(self._images[index]), np.array(self._labels[index])
         return _generate((split_seed(self.split, index), self.height, self.width))
-
-    def __getitem__(self, index: int):
-        image, label = self.load(index)
-        if self.transform is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, label = self.transform(image, label, rng)
-        return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
     def __getstate__(self):
         # Workers re-open memory maps themselves instead of pickling them.

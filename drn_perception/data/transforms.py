@@ -26,6 +26,19 @@ def _check(image: np.ndarray, label: np.ndarray) -> None:
         raise ValueError(f"image {image.shape[:2]} and label {label.shape[:2]} differ in size")
 
 
+class AugmentedItems:
+    """``__getitem__`` for datasets with ``load(index)``, ``transform``, ``seed`` and ``epoch``:
+    the augmentation of item ``index`` in an epoch depends only on (seed, epoch, index), so runs
+    and resumed runs see the same crops whatever the worker count."""
+
+    def __getitem__(self, index: int):
+        image, label = self.load(index)
+        if self.transform is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image, label = self.transform(image, label, rng)
+        return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+
 class Compose:
     def __init__(self, transforms: Sequence):
         self.transforms = list(transforms)
