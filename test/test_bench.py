@@ -86,6 +86,20 @@ def test_bench_writes_a_table(tiny_checkpoint, tmp_path, capsys):
         assert r["summary"]["median"] == pytest.approx(np.median(r["times_s"]))
 
 
+def test_node_path_runs_frames_through_the_node(tiny_onnx_model, tmp_path):
+    """--replay: a real seg_node process over DDS; every frame answered, the node's own timings reported."""
+    out = tmp_path / "res.md"
+    rc = bench.main(["--model", str(tiny_onnx_model), "--size", SIZE, "--paths", "onnxruntime", "--repeats", "1",
+                     "--scenes", "0", "--replay", "--replay-frames", "3", "--out", str(out), "--quiet"])
+    assert rc == 0
+    rows = {r[0]: r for r in table_rows(out.read_text(), "| path | node masks/s |")}
+    row = rows["onnxruntime"]
+    assert len(row) == 8 and row[-1] == "0", row  # nothing dropped
+    assert float(row[1]) > 0 and float(row[4]) > 0
+    p50, p95 = (float(v) for v in row[6].split("/"))
+    assert 0 < p50 <= p95
+
+
 def test_compare_agreement_matches_a_direct_count(tiny_onnx_model, tmp_path):
     from drn_perception.data.synthetic import generate_scene
     from drn_perception.deploy.quantize import quantize_int8

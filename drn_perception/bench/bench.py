@@ -504,18 +504,22 @@ def section_markdown(sec: dict) -> str:
     if sec.get("replay"):
         lines += ["", "Node path: bag -> DDS -> seg_node -> DDS -> recorder (drn-replay --as-fast-as-node) "
                   "vs the same backend called directly in this process:", "",
-                  "| path | node masks/s | direct frames/s | node/direct | latency p50 ms (node) | added ms | dropped |",
-                  "|:--|--:|--:|--:|--:|--:|--:|"]
+                  "| path | node masks/s | direct frames/s | node/direct | latency p50 ms (node) | added ms "
+                  "| node's own work p50/p95 ms | dropped |",
+                  "|:--|--:|--:|--:|--:|--:|--:|--:|"]
         rep = sec["replay"]
         for name, r in ({"all": rep} if isinstance(rep.get("error"), str) else rep).items():
             if "error" in r:
-                lines.append(f"| {name} | not run: {r['error']} | | | | | |")
+                lines.append(f"| {name} | not run: {r['error']} | | | | | | |")
                 continue
             direct_s = summarise(res[name].times)["median"] / sec["batch"] if res[name].times else None
             fps, p50 = r.get("throughput_fps"), (r.get("latency_ms") or {}).get("p50")
+            diag = (r.get("node") or {}).get("diagnostics") or {}
+            own = "/".join(diag.get(f"overhead_p{q}_ms", "—") for q in (50, 95))
             cells = [f"{fps:.2f}" if fps else "—", "—" if direct_s is None else f"{1 / direct_s:.2f}",
                      f"{fps * direct_s:.2f}" if fps and direct_s else "—", f"{p50:.1f}" if p50 is not None else "—",
-                     f"{p50 - direct_s * 1e3:.1f}" if p50 is not None and direct_s else "—", str(r.get("dropped", "—"))]
+                     f"{p50 - direct_s * 1e3:.1f}" if p50 is not None and direct_s else "—", own,
+                     str(r.get("dropped", "—"))]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for note in sec["notes"]:
         lines.append(f"\n{note}.")

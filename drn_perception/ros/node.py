@@ -64,6 +64,9 @@ class CameraStats:
     receipt_ms: deque = field(default_factory=lambda: deque(maxlen=_WINDOW))
     stamp_ms: deque = field(default_factory=lambda: deque(maxlen=_WINDOW))
     inference_ms: deque = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    # the node's own work on a frame: decode/resize before inference, mask conversion,
+    # resize and publish after it (receipt latency minus inference minus the wait for the worker)
+    overhead_ms: deque = field(default_factory=lambda: deque(maxlen=_WINDOW))
     max_batch: int = 0
     optional_outputs: Counter = field(default_factory=Counter)  # outputs computed, by kind
     reported_in: int = 0  # frames_in / bad drops at the previous diagnostics report
@@ -92,6 +95,7 @@ class _Job:
     received: float
     rgb: np.ndarray  # input resolution
     net: np.ndarray  # network input (resized when input_size is set)
+    prep_ms: float = 0.0  # decode + resize of this frame
 
 
 def camera_name_from_topic(topic: str, index: int) -> str:
@@ -110,7 +114,7 @@ def sanitize_name(name: str) -> str:
 
 
 def _percentile(values, q: float) -> str:
-    return f"{np.percentile(np.fromiter(values, float), q):.1f}" if values else "nan"
+    return f"{np.percentile(np.fromiter(values, float), q):.2f}" if values else "nan"
 
 
 class SegNode(Node):
@@ -351,13 +355,14 @@ class SegNode(Node):
         """Decode, run and publish a list of (camera, (msg, receipt time)); one inference per size."""
         jobs = []
         for cam, (msg, received) in batch:
+            start = time.perf_counter()
             try:
                 rgb = conv.to_rgb(msg)
             except conv.FrameError as exc:
                 self._drop(cam, exc.reason, str(exc))
                 continue
             net = rgb if self.input_size is None else conv.resize_image(rgb, *self.input_size)
-            jobs.append(_Job(cam, msg.header, received, rgb, net))
+            jobs.append(_Job(cam, msg.header, received, rgb, net, (time.perf_counter() - start) * 1e3))
         groups: dict = {}
         for job in jobs:
             groups.setdefault(job.net.shape[:2], []).append(job)
@@ -380,12 +385,14 @@ class SegNode(Node):
         images = jobs[0].net[None] if len(jobs) == 1 else np.stack([j.net for j in jobs])
         start = time.perf_counter()
         result = self.segmenter.infer(images, want_confidence=need_conf)
-        inference_ms = (time.perf_counter() - start) * 1e3
+        inferred = time.perf_counter()
+        inference_ms = (inferred - start) * 1e3
         masks = conv.labels_to_mask(result.labels)
         for i, job in enumerate(jobs):
             cam, (h, w) = job.cam, job.rgb.shape[:2]
             mask = conv.resize_labels(masks[i], h, w)
             cam.pub_mask.publish(conv.mask_to_image(mask, job.header))
+            overhead_ms = job.prep_ms + (time.perf_counter() - inferred) * 1e3
             done = time.monotonic()
             stamp_ms = None
             if job.header.stamp.sec or job.header.stamp.nanosec:
@@ -397,6 +404,7 @@ class SegNode(Node):
                 if stamp_ms is not None:
                     st.stamp_ms.append(stamp_ms)
                 st.inference_ms.append(inference_ms)
+                st.overhead_ms.append(overhead_ms)
                 st.max_batch = max(st.max_batch, len(jobs))
             self._publish_optional(job, mask, result.confidence, i, want_color, want_overlay, alpha, conf_encoding)
 
@@ -447,6 +455,8 @@ class SegNode(Node):
                     "latency_stamp_p95_ms": _percentile(st.stamp_ms, 95),
                     "inference_p50_ms": _percentile(st.inference_ms, 50),
                     "inference_p95_ms": _percentile(st.inference_ms, 95),
+                    "overhead_p50_ms": _percentile(st.overhead_ms, 50),
+                    "overhead_p95_ms": _percentile(st.overhead_ms, 95),
                     "max_batch": st.max_batch,
                     "backend": self.segmenter.backend,
                     "device": self.segmenter.device,

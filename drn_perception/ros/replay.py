@@ -798,6 +798,11 @@ def format_summary(r: dict) -> str:
                      f"max {lat['max']:.1f}")
     if r["throughput_fps"]:
         lines.append(f"throughput {r['throughput_fps']:.2f} masks/s")
+    diag = (r.get("node") or {}).get("diagnostics") or {}
+    if "inference_p50_ms" in diag:
+        lines.append(f"node ({diag.get('backend', '?')}): inference p50 {diag['inference_p50_ms']} ms, "
+                     f"its own work per frame (decode, resize, mask, publish) p50 {diag.get('overhead_p50_ms', '?')} "
+                     f"ms, p95 {diag.get('overhead_p95_ms', '?')} ms")
     m = r.get("metrics")
     if m and m["miou"] is not None:
         per = ", ".join(f"{k} {v:.3f}" for k, v in m["per_class_iou"].items() if v is not None)
