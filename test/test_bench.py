@@ -171,3 +171,25 @@ def test_labels_only_graph_keeps_the_labels(tiny_onnx_model, tmp_path):
     full, lo = create_segmenter(tiny_onnx_model), create_segmenter(out)
     np.testing.assert_array_equal(lo.infer(images).labels, full.infer(images).labels)
     assert lo.infer(images, want_confidence=True).confidence is None  # asked for, but the graph has none
+
+
+def test_classifier_stays_float_unless_asked(tiny_onnx_model, tmp_path):
+    """The last Conv (its outputs are the logits argmax reads) keeps float inputs by default."""
+    import onnx
+
+    from drn_perception.deploy.quantize import classifier_layers, quantize_int8
+
+    (head,) = classifier_layers(tiny_onnx_model)
+    assert head == "/model/seg/Conv"
+
+    def head_weight_quantised(path) -> bool:  # QDQ: an int8 weight reaches the Conv through DequantizeLinear
+        graph = onnx.load(str(path)).graph
+        producer = {o: n.op_type for n in graph.node for o in n.output}
+        node = next(n for n in graph.node if n.name == head)
+        return producer.get(node.input[1]) == "DequantizeLinear"
+
+    default = quantize_int8(tiny_onnx_model, tmp_path / "q.onnx", calibration_count=2, calibration_size=(32, 64))
+    assert not head_weight_quantised(default)
+    everything = quantize_int8(tiny_onnx_model, tmp_path / "q_all.onnx", calibration_count=2,
+                               calibration_size=(32, 64), quantize_classifier=True)
+    assert head_weight_quantised(everything)
