@@ -183,7 +183,7 @@ def _labels_only_graph(model: Path, out: Path) -> Path:
 
 
 def classifier_layers(model: str | Path) -> list[str]:
-    """The last Conv node of the graph (the classifier): its output are the logits.
+    """The last Conv node of the graph (the classifier): its outputs are the logits.
 
     Quantised, the logits of every class share one 8-bit scale set by the widest of them, and
     the argmax follows straight from them: on a trained DRN-C-26 (512x1024, synthetic scenes)
