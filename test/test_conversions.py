@@ -124,8 +124,9 @@ def test_mask_message_is_mono8_with_the_header_copied():
 
 
 def test_labels_outside_0_254_become_unknown():
-    labels = np.array([[0, 18, 254], [255, -1, 1000]], np.int32)
-    np.testing.assert_array_equal(cv.labels_to_mask(labels), [[0, 18, 254], [255, 255, 255]])
+    for dtype in (np.int32, np.int64, np.float32):
+        labels = np.array([[0, 18, 254], [255, -1, 1000]], dtype)
+        np.testing.assert_array_equal(cv.labels_to_mask(labels), [[0, 18, 254], [255, 255, 255]])
 
 
 def test_resize_labels_is_nearest_and_keeps_the_class_set():

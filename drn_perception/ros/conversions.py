@@ -122,6 +122,10 @@ def labels_to_mask(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.dtype == np.uint8:
         return labels
+    if labels.dtype.kind == "i":  # read as unsigned, negative ids are huge and clip to 255 below
+        labels = labels.view(f"u{labels.dtype.itemsize}")
+    if labels.dtype.kind == "u":  # per frame in the node: one pass, not compare + where + cast
+        return np.minimum(labels, IGNORE_LABEL).astype(np.uint8)
     ok = (labels >= 0) & (labels < IGNORE_LABEL)
     return np.where(ok, labels, IGNORE_LABEL).astype(np.uint8)
 

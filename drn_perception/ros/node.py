@@ -84,7 +84,7 @@ class Camera:
     pub_overlay: object = None
     pub_confidence: object = None
     subscription: object = None
-    pending: tuple | None = None  # (msg, monotonic receipt time)
+    pending: tuple | None = None  # (msg, receipt time on time.perf_counter)
     stats: CameraStats = field(default_factory=CameraStats)
 
 
@@ -317,7 +317,7 @@ class SegNode(Node):
     # ---------------------------------------------------------------- frames
     def _on_frame(self, msg, cam: Camera):
         """Subscription callback: keep only the newest frame per camera, wake the worker."""
-        received = time.monotonic()
+        received = time.perf_counter()
         with self._cond:
             cam.stats.frames_in += 1
             if cam.pending is not None:
@@ -392,8 +392,8 @@ class SegNode(Node):
             cam, (h, w) = job.cam, job.rgb.shape[:2]
             mask = conv.resize_labels(masks[i], h, w)
             cam.pub_mask.publish(conv.mask_to_image(mask, job.header))
-            overhead_ms = job.prep_ms + (time.perf_counter() - inferred) * 1e3
-            done = time.monotonic()
+            done = time.perf_counter()
+            overhead_ms = job.prep_ms + (done - inferred) * 1e3
             stamp_ms = None
             if job.header.stamp.sec or job.header.stamp.nanosec:
                 stamp_ms = (self.get_clock().now() - Time.from_msg(job.header.stamp)).nanoseconds / 1e6
