@@ -167,18 +167,10 @@ def labels_only(model: str | Path, out: str | Path) -> Path:
 
 def _labels_only_graph(model: Path, out: Path) -> Path:
     import onnx
-    from onnx.utils import Extractor
 
-    graph = onnx.load(str(model))
-    outputs = [o.name for o in graph.graph.output]
-    if "labels" not in outputs:
-        raise ValueError(f"{model} has no 'labels' output (outputs: {outputs}); export it with drn-export")
-    initializers = {t.name for t in graph.graph.initializer}
-    inputs = [i.name for i in graph.graph.input if i.name not in initializers]
-    pruned = Extractor(graph).extract_model(inputs, ["labels"])
-    pruned.metadata_props.extend(graph.metadata_props)
-    pruned.producer_name = graph.producer_name
-    onnx.save(pruned, str(out))
+    from drn_perception.inference.onnxruntime_backend import labels_only_model
+
+    onnx.save(labels_only_model(model), str(out))
     return out
 
 

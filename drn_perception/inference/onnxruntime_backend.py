@@ -47,8 +47,11 @@ class OnnxRuntimeSegmenter(Segmenter):
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.input_name = self.session.get_inputs()[0].name
         self.labels_session = self.session
-        if len(self.outputs) > 1:
-            pruned = labels_only_graph(path, self.input_name)
+        if len(self.outputs) > 1 and "labels" in self.outputs:
+            try:
+                pruned = labels_only_model(path).SerializeToString()
+            except ImportError:  # no ``onnx`` here: every frame runs the whole graph
+                pruned = None
             if pruned is not None:
                 self.labels_session = ort.InferenceSession(pruned, opts, providers=providers)
 
@@ -59,14 +62,25 @@ class OnnxRuntimeSegmenter(Segmenter):
         return SegmentationResult(self.labels_session.run(["labels"], {self.input_name: images})[0])
 
 
-def labels_only_graph(path: str | Path, input_name: str) -> bytes | None:
-    """The graph at ``path`` cut down to what its labels output needs; None without ``onnx``."""
-    try:
-        import onnx
-        from onnx.utils import Extractor
-    except ImportError:
-        return None
-    return Extractor(onnx.load(str(path))).extract_model([input_name], ["labels"]).SerializeToString()
+def labels_only_model(path: str | Path):
+    """The graph at ``path`` cut down to what its ``labels`` output needs (an onnx.ModelProto).
+
+    Keeps the graph's metadata. Raises ImportError without the ``onnx`` package and
+    ValueError when the graph has no ``labels`` output.
+    """
+    import onnx
+    from onnx.utils import Extractor
+
+    graph = onnx.load(str(path))
+    outputs = [o.name for o in graph.graph.output]
+    if "labels" not in outputs:
+        raise ValueError(f"{path} has no 'labels' output (outputs: {outputs}); export it with drn-export")
+    initializers = {t.name for t in graph.graph.initializer}
+    inputs = [i.name for i in graph.graph.input if i.name not in initializers]
+    pruned = Extractor(graph).extract_model(inputs, ["labels"])
+    pruned.metadata_props.extend(graph.metadata_props)
+    pruned.producer_name = graph.producer_name
+    return pruned
 
 
 def _read_info(path: str | Path, session: ort.InferenceSession) -> ModelInfo:
