@@ -183,14 +183,20 @@ def default_model() -> Path:
     return Path(default_model_path())
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM it when the replay dies, even by SIGKILL."""
+def _death_signal_setter():
+    """A function for Popen's preexec_fn that makes the child get SIGTERM when the replay dies,
+    even by SIGKILL (Linux PR_SET_PDEATHSIG), or None where prctl is not available.
+
+    libc is looked up here, in the parent: the child of a threaded process (the overlay writer
+    runs on a thread) must not import or dlopen between fork and exec.
+    """
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class NodeProcess:
@@ -209,7 +215,7 @@ class NodeProcess:
         # Own session: a terminal Ctrl-C reaches only the replay, which then stops the node itself.
         self.proc = subprocess.Popen(
             self.command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=_die_with_parent,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=_death_signal_setter(),
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
