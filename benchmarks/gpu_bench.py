@@ -10,7 +10,7 @@ checkout):
     python benchmarks/gpu_bench.py --smoke         # seconds, on CPU: checks the script itself
 
 Steps, each timed with CUDA events after warm-up (median and p10/p90 of --iters calls):
-1. The model's exact multiply-accumulate count (conv hooks; 177.4 GMAC = 355 GFLOP per
+1. The model's multiply-accumulate count (conv hooks on a 1/8-size pass, scaled; 177.4 GMAC = 355 GFLOP per
    1024x512 frame for DRN-C-26) and the GPU's measured dense fp16 and bf16 matmul rates
    (8192^3 GEMMs): floor = FLOP / measured rate.
 2. The network forward at batch 1: eager fp32 with TF32 off (true fp32), eager fp32 as torch

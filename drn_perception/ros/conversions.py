@@ -124,7 +124,7 @@ def labels_to_mask(labels: np.ndarray) -> np.ndarray:
         return labels
     if labels.dtype.kind == "i":  # read as unsigned, negative ids are huge and clip to 255 below
         labels = labels.view(f"u{labels.dtype.itemsize}")
-    if labels.dtype.kind == "u":  # per frame in the node: one pass, not compare + where + cast
+    if labels.dtype.kind == "u":  # per frame in the node: min + cast, not two compares + where + cast
         return np.minimum(labels, IGNORE_LABEL).astype(np.uint8)
     ok = (labels >= 0) & (labels < IGNORE_LABEL)
     return np.where(ok, labels, IGNORE_LABEL).astype(np.uint8)
