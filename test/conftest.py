@@ -48,3 +48,11 @@ def tiny_onnx_model(tiny_checkpoint):
     from drn_perception.deploy.export import export_onnx
 
     return export_onnx(tiny_checkpoint, tiny_checkpoint.with_suffix(".onnx"), check=False)
+
+
+@pytest.fixture(scope="session")
+def segmenter(tiny_onnx_model):
+    """The tiny ONNX model on ONNX Runtime: what tests compare the node's output against."""
+    from drn_perception.inference import create_segmenter
+
+    return create_segmenter(tiny_onnx_model)

@@ -16,8 +16,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rosbags.typesys import Stores, get_typestore
 
 REPO = Path(__file__).resolve().parent.parent
+TS = get_typestore(Stores.ROS2_KILTED)  # rosbags' message types, for reading bags back
+
+
+def stamp(msg) -> int:
+    """A message's header stamp in nanoseconds."""
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
 def random_rgb(h: int, w: int, seed: int = 0, smooth: bool = False) -> np.ndarray:

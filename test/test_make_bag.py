@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import yaml
 from rosbags.rosbag2 import Reader
-from rosbags.typesys import Stores, get_typestore
 
 from drn_perception.data.synthetic import generate_scene
 from drn_perception.ros.make_bag import main as make_bag_main
+from ros_helpers import TS, stamp
 
-TS = get_typestore(Stores.ROS2_KILTED)
 # The fields rosbag2 metadata version 5 (ROS 2 Humble) has; a Humble reader needs these.
 HUMBLE_KEYS = {"version", "storage_identifier", "duration", "starting_time", "message_count",
                "topics_with_message_count", "compression_format", "compression_mode",
@@ -37,10 +36,6 @@ def pixels(msg):
     ch = {"mono8": 1, "rgb8": 3, "bgr8": 3}[msg.encoding]
     rows = np.asarray(msg.data, np.uint8).reshape(msg.height, msg.step)[:, : msg.width * ch]
     return rows.reshape(msg.height, msg.width, ch).squeeze(-1) if ch == 1 else rows.reshape(msg.height, msg.width, ch)
-
-
-def stamp(msg):
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
 def check_humble_metadata(bag: Path):

@@ -18,7 +18,6 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from drn_perception.default_model import default_model_path
-from drn_perception.inference import create_segmenter
 from drn_perception.model_info import cityscapes
 from ros_helpers import (REPO, Probe, SpinThread, compressed_msg, decoded, diagnostics_values, image_msg,
                          random_rgb, read_image, start_node, stop_node)
@@ -30,11 +29,6 @@ def context():
     rclpy.init(context=ctx)
     yield ctx
     rclpy.try_shutdown(context=ctx)
-
-
-@pytest.fixture(scope="module")
-def segmenter(tiny_onnx_model):
-    return create_segmenter(tiny_onnx_model)
 
 
 def seen_as(rgb, encoding):

@@ -12,17 +12,14 @@ import numpy as np
 import pytest
 import yaml
 from rosbags.rosbag2 import Reader
-from rosbags.typesys import Stores, get_typestore
 
-from drn_perception.inference import create_segmenter
 from drn_perception.model_info import cityscapes
 from drn_perception.ros import bagio
 from drn_perception.ros.make_bag import make_bag
 from drn_perception.ros.replay import ReplayOptions, main as replay_main, replay
 from drn_perception.training.metrics import ConfusionMatrix
-from ros_helpers import start_node, stop_node
+from ros_helpers import TS, stamp, start_node, stop_node
 
-TS = get_typestore(Stores.ROS2_KILTED)
 SIZE = (96, 160)
 FRAMES = 6
 
@@ -32,10 +29,6 @@ def read_topic(bag, topic):
     with Reader(bag) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
         return [(t, TS.deserialize_cdr(raw, c.msgtype)) for c, t, raw in reader.messages(connections=conns)]
-
-
-def stamp(msg):
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
 def mono8(msg):
@@ -55,11 +48,6 @@ def bags(tmp_path_factory):
     make_bag(root / "raw_sqlite3", "synthetic", frames=FRAMES, size=SIZE, storage="sqlite3", seed=3)
     make_bag(root / "png_mcap", "synthetic", frames=FRAMES, size=SIZE, storage="mcap", compressed="png", seed=3)
     return root
-
-
-@pytest.fixture(scope="module")
-def segmenter(tiny_onnx_model):
-    return create_segmenter(tiny_onnx_model)
 
 
 def expected_masks(bag, segmenter):
