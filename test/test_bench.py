@@ -193,3 +193,25 @@ def test_classifier_stays_float_unless_asked(tiny_onnx_model, tmp_path):
     everything = quantize_int8(tiny_onnx_model, tmp_path / "q_all.onnx", calibration_count=2,
                                calibration_size=(32, 64), quantize_classifier=True)
     assert head_weight_quantised(everything)
+
+
+def test_mean_minmax_ranges_are_within_the_extremes(tiny_onnx_model, tmp_path):
+    """Default calibration averages each frame's range: every activation's 8-bit step is at most
+    the one the extremes over all frames give, and smaller where the frames differ."""
+    import onnx
+    from onnx import numpy_helper
+
+    from drn_perception.deploy.quantize import quantize_int8
+
+    def activation_scales(path) -> dict:
+        graph = onnx.load(str(path)).graph
+        inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        return {n.input[0]: float(inits[n.input[1]]) for n in graph.node  # weights are stored quantised
+                if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+    kw = dict(calibration_count=4, calibration_size=(32, 64))
+    mean = activation_scales(quantize_int8(tiny_onnx_model, tmp_path / "mean.onnx", **kw))
+    extremes = activation_scales(quantize_int8(tiny_onnx_model, tmp_path / "ext.onnx", method="minmax", **kw))
+    assert mean.keys() == extremes.keys() and len(mean) > 10
+    assert all(mean[t] <= extremes[t] * (1 + 1e-6) for t in mean)
+    assert sum(mean[t] < extremes[t] * 0.99 for t in mean) > len(mean) // 2
