@@ -41,10 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     from drn_perception.ros import bagio
     from drn_perception.ros.make_bag import make_bag
-    from drn_perception.ros.replay import (ReplayError, ReplayOptions, default_model, format_summary, replay,
-                                           use_large_image_profile)
-
-    use_large_image_profile()
+    from drn_perception.ros.replay import ReplayError, ReplayOptions, default_model, format_summary, replay
 
     out: Path = args.out
     try:

@@ -221,3 +221,31 @@ def test_default_model_miou_on_generated_street_scenes(tmp_path):
                                   progress=False, timeout=60))
     assert result["masks_received"] == 8
     assert result["metrics"]["miou"] >= target - 0.05, (result["metrics"], target)
+
+
+def test_library_replay_sends_large_best_effort_frames(tiny_onnx_model, tmp_path):
+    """replay() called from Python, in a process without a Fast DDS profile, still gets 1.5 MB
+    frames to a node on its default best-effort input (Fast DDS's default shared-memory segment
+    loses them): Replay.run sets the large-image profile itself."""
+    import subprocess
+    import sys
+
+    from ros_helpers import REPO, node_env
+
+    bag = tmp_path / "big"
+    make_bag(bag, "synthetic", frames=3, size=(512, 1024), seed=5)
+    env = node_env()
+    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    code = ("import json, sys\n"
+            "from drn_perception.ros.replay import ReplayOptions, replay\n"
+            "r = replay(ReplayOptions(in_bag=sys.argv[1], out_bag=sys.argv[2], start_node=False, as_fast_as_node=True,\n"
+            "                         progress=False, startup_timeout=30))\n"
+            "print(json.dumps({k: r[k] for k in ('frames_published', 'masks_received')}))\n")
+    proc = start_node(params={"model_path": tiny_onnx_model})  # default input: best effort
+    try:
+        run = subprocess.run([sys.executable, "-c", code, str(bag), str(tmp_path / "masks")], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        stop_node(proc)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {"frames_published": 3, "masks_received": 3}

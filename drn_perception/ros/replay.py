@@ -432,6 +432,7 @@ class Replay:
 
             from rclpy.signals import SignalHandlerOptions
 
+            use_large_image_profile()
             context = rclpy.Context()
             # No rclpy signal handlers: Ctrl-C must raise KeyboardInterrupt here, so the node is
             # stopped and the partial OUT_BAG removed by the finally blocks.
@@ -899,8 +900,10 @@ def use_large_image_profile() -> None:
     """Let large best-effort images through Fast DDS, as seg.launch.py does for the node.
 
     A node started with the default best-effort input only gets frames over 512 KiB when the
-    publishing process (this one) uses config/fastdds_large_images.xml. Must run before rclpy
-    creates its first participant; a profile the user set already is kept.
+    publishing process (this one) uses config/fastdds_large_images.xml. Replay.run calls it
+    before rclpy.init; Fast DDS reads the file when the process creates its first participant,
+    so a caller that created one earlier must set FASTDDS_DEFAULT_PROFILES_FILE itself. A
+    profile the user set already is kept.
     """
     from drn_perception.model_info import _config_path
 
@@ -916,7 +919,6 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--ros-args")
         argv, ros_args = argv[:i], argv[i:]
     args = build_parser().parse_args(argv)
-    use_large_image_profile()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = replay(options_from_args(args), ros_args)
