@@ -103,3 +103,6 @@ def test_labels_only_calls_run_a_pruned_graph_with_the_same_labels(tiny_onnx_mod
     plain, with_conf = seg.infer(frames), seg.infer(frames, want_confidence=True)
     assert plain.confidence is None and with_conf.confidence is not None
     assert np.array_equal(plain.labels, with_conf.labels)
+    # Idle pool threads sleep (in the node they would spin on the cores DDS and the executor need).
+    for session in (seg.session, seg.labels_session):
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"

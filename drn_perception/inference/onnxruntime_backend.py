@@ -39,6 +39,11 @@ class OnnxRuntimeSegmenter(Segmenter):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # Idle pool threads sleep instead of spinning: in the node they would otherwise burn the
+        # cores the executor, DDS and the mask conversion need between inferences (node's own
+        # work per 1024x512 frame, p95: 8.5-12 ms with spinning, 2.1-2.2 ms without; direct
+        # calls no slower within the noise, benchmarks/README.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
