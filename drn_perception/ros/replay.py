@@ -626,7 +626,7 @@ class Replay:
             bar = tqdm(total=len(plan.frames), unit="frame", desc="drn-replay", file=sys.stderr)
 
         def handle(kind, raw, t_recv):
-            nonlocal late, duplicates, unexpected, evaluated, conf
+            nonlocal late, duplicates, unexpected
             msg = bagio.deserialize(raw, bagio.IMAGE)
             stamp = bagio.header_stamp(msg)
             if stamp == warm:
@@ -645,7 +645,6 @@ class Replay:
                 duplicates += 1
                 return
             got_mask[stamp] = t_recv
-            writer.write("/drn/mask", frame.bag_time, raw)
             outputs_seen["mask"].add(stamp)
             if stamp in superseded:
                 superseded.discard(stamp)
@@ -659,6 +658,13 @@ class Replay:
                         pending_labels.pop(s, None)
                         pending_inputs.pop(s, None)
                 last_done[0] = max(last_done[0], pos + 1)
+            # Recording and scoring wait until the next frame is out (drain runs them).
+            deferred.append((frame, stamp, raw, msg))
+
+        def finish(frame, stamp, raw, msg):
+            """Record a received mask, score it against the bag's labels, queue its overlay."""
+            nonlocal evaluated, conf
+            writer.write("/drn/mask", frame.bag_time, raw)
             mask = None
             if stamp in pending_labels:
                 lab = bagio.deserialize(pending_labels.pop(stamp), bagio.IMAGE)
@@ -684,17 +690,27 @@ class Replay:
 
         frame_pos: dict[int, int] = {}
         last_done = [0]
+        deferred: deque = deque()
 
-        def drain(until: float) -> None:
-            """Process received messages until perf_counter() reaches ``until``."""
+        def drain(until: float, done=None) -> None:
+            """Process received messages until perf_counter() reaches ``until``, or until
+            ``done()`` holds after a message (then at once: the next frame is waiting for it).
+            Received masks are recorded and scored while nothing else is queued."""
             while True:
+                if done is not None and done():
+                    return
                 now = time.perf_counter()
                 if now >= until:
                     break
                 try:
-                    kind, raw, t = received.get(timeout=min(0.05, until - now))
+                    if deferred:
+                        kind, raw, t = received.get_nowait()
+                    else:
+                        kind, raw, t = received.get(timeout=min(0.05, until - now))
                 except queue.Empty:
-                    if node_proc:
+                    if deferred:
+                        finish(*deferred.popleft())
+                    elif node_proc:
                         node_proc.check_alive("during the replay")
                     continue
                 handle(kind, raw, t)
@@ -704,6 +720,8 @@ class Replay:
                 except queue.Empty:
                     break
                 handle(kind, raw, t)
+            while deferred:
+                finish(*deferred.popleft())
 
         t_start = time.perf_counter()
         t0_bag = plan.frames[0].bag_time
@@ -721,9 +739,7 @@ class Replay:
             if o.as_fast_as_node:
                 if order:
                     prev = order[-1]
-                    deadline = time.perf_counter() + o.timeout
-                    while prev not in got_mask and time.perf_counter() < deadline:
-                        drain(min(deadline, time.perf_counter() + 0.05))
+                    drain(time.perf_counter() + o.timeout, done=lambda: prev in got_mask)
             else:
                 drain(t_start + (bag_time - t0_bag) / 1e9 / o.rate_factor)
             if overlays is not None:
@@ -746,6 +762,8 @@ class Replay:
         # Wait for the outstanding masks/outputs until nothing has arrived for --timeout seconds.
         while not complete() and time.perf_counter() - last_activity[0] < o.timeout:
             drain(time.perf_counter() + 0.1)
+        while deferred:
+            finish(*deferred.popleft())
         if bar is not None:
             bar.close()
 
