@@ -89,13 +89,20 @@ def test_bench_writes_a_table(tiny_checkpoint, tmp_path, capsys):
 def test_node_path_runs_frames_through_the_node(tiny_onnx_model, tmp_path):
     """--replay: a real seg_node process over DDS; every frame answered, the node's own timings reported."""
     out = tmp_path / "res.md"
+    js = tmp_path / "res.json"
     rc = bench.main(["--model", str(tiny_onnx_model), "--size", SIZE, "--paths", "onnxruntime", "--repeats", "1",
-                     "--scenes", "0", "--replay", "--replay-frames", "3", "--out", str(out), "--quiet"])
+                     "--scenes", "0", "--replay", "--replay-frames", "3", "--replay-rounds", "2", "--out", str(out),
+                     "--json", str(js), "--quiet"])
     assert rc == 0
     rows = {r[0]: r for r in table_rows(out.read_text(), "| path | node masks/s |")}
     row = rows["onnxruntime"]
     assert len(row) == 8 and row[-1] == "0", row  # nothing dropped
-    assert float(row[1]) > 0 and float(row[4]) > 0
+    rounds = json.loads(js.read_text())["sections"][0]["replay"]["onnxruntime"]["rounds"]
+    assert len(rounds["node_fps"]) == 2 and len(rounds["direct_fps"]) == 3  # direct, node, direct, node, direct
+    assert rounds["ratios"] == pytest.approx([n / ((a + b) / 2) for n, a, b in
+                                              zip(rounds["node_fps"], rounds["direct_fps"], rounds["direct_fps"][1:])])
+    assert float(row[1]) == pytest.approx(np.median(rounds["node_fps"]), abs=0.006)
+    assert row[3].startswith(f"{np.median(rounds['ratios']):.2f} (") and row[4] == "2"
     p50, p95 = (float(v) for v in row[6].split("/"))
     assert 0 < p50 <= p95
 
