@@ -15,6 +15,7 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from drn_perception.default_model import default_model_path
@@ -220,6 +221,9 @@ def test_several_cameras_get_their_own_masks_batched_and_bad_jpegs_are_counted(t
             for n, bad in enumerate((truncated, garbage), start=1):
                 pubs["side"].publish(bad)
                 wait_diag(probe, "seg_multi: side", "dropped_decode_error", at_least=n)
+            # bytes that are not a whole Image message (the node reads the CDR itself): counted, not a crash
+            pubs["front"].publish(serialize_message(frames["front"])[:40])
+            wait_diag(probe, "seg_multi: front", "dropped_bad_message")
             png = compressed_msg(random_rgb(30, 44, seed=14), "png", stamp=(11, 0))
             check_mask(probe.send_until_answered(pubs["side"], png, "drn/side/mask", "side-png"), png,
                        direct(segmenter, random_rgb(30, 44, seed=14)))
@@ -237,7 +241,8 @@ def test_several_cameras_get_their_own_masks_batched_and_bad_jpegs_are_counted(t
                 cams = {c.name: c for c in node.cameras}
                 for cam, msg in frames.items():
                     msg.header.frame_id = f"{cam}-batch"
-                node.process([(cams[c], (frames[c], time.monotonic())) for c in ("front", "rear", "side")])
+                node.process([(cams[c], (serialize_message(frames[c]), time.perf_counter()))
+                              for c in ("front", "rear", "side")])
             finally:
                 node.segmenter.infer = infer
             assert sorted(shapes) == [(1, 48, 80, 3), (2, 64, 96, 3)]
