@@ -19,11 +19,11 @@ setup(
     python_requires=">=3.10",
     # Kept permissive on purpose: on a robot numpy, OpenCV and PyYAML come from the ROS
     # install (python3-numpy, python3-opencv, python3-yaml) and torch from JetPack.
-    install_requires=["numpy", "pyyaml"],
+    # rosbags: seg_node reads every frame with its deserialiser (and drn-replay writes bags with it).
+    install_requires=["numpy", "pyyaml", "rosbags"],
     extras_require={
         "onnx": ["onnx", "onnxruntime"],
         "torch": ["torch"],
-        "bags": ["rosbags"],
         "train": ["torch", "tqdm", "tensorboard"],
     },
     zip_safe=True,

@@ -216,8 +216,8 @@ def node_env() -> dict:
     return env
 
 
-def start_node(*ros_args: str, params: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(node_command(*ros_args, params=params), env=node_env(), cwd=REPO,
+def start_node(*ros_args: str, params: dict | None = None, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(node_command(*ros_args, params=params), env=env or node_env(), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -5,6 +5,7 @@ the copied header and the input-sized mono8 layout are the node's contract.
 """
 import ast
 import fnmatch
+import os
 import signal
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from drn_perception.default_model import default_model_path
 from drn_perception.model_info import cityscapes
 from ros_helpers import (REPO, Probe, SpinThread, compressed_msg, decoded, diagnostics_values, image_msg,
-                         random_rgb, read_image, start_node, stop_node)
+                         node_env, random_rgb, read_image, start_node, stop_node)
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,14 @@ def test_start_up_errors_exit_non_zero_with_one_line_and_sigint_is_clean(tiny_on
     if not default_model_path().is_file():
         cases["no default model"] = ({}, ["default model", "model_path"])
     procs = {name: start_node(params=params) for name, (params, _) in cases.items()}
+    # rosbags not installed: a package of that name that cannot be imported comes first on the path
+    shadow = tmp_path / "shadow" / "rosbags"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('rosbags is not installed here')\n")
+    env = node_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(shadow.parent), env["PYTHONPATH"]])
+    cases["rosbags missing"] = ({}, ["rosbags", "pip install rosbags"])
+    procs["rosbags missing"] = start_node(params={"model_path": m}, env=env)
     ok = start_node(params={"model_path": m})
     try:
         for name, (params, needles) in cases.items():

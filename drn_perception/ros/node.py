@@ -300,6 +300,11 @@ class SegNode(Node):
         self.model_file = path
 
     def _setup_cameras(self):
+        try:  # frames are read with rosbags' deserialiser; load its message definitions now
+            bagio.typestore()
+        except ImportError as exc:
+            raise StartupError(f"the node reads camera frames with the rosbags package, which cannot be "
+                               f"imported ({exc}): pip install rosbags") from None
         in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
                             reliability=RELIABILITY[self.input_reliability])
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.output_depth,
