@@ -97,7 +97,9 @@ def test_node_path_runs_frames_through_the_node(tiny_onnx_model, tmp_path):
     rows = {r[0]: r for r in table_rows(out.read_text(), "| path | node masks/s |")}
     row = rows["onnxruntime"]
     assert len(row) == 8 and row[-1] == "0", row  # nothing dropped
-    rounds = json.loads(js.read_text())["sections"][0]["replay"]["onnxruntime"]["rounds"]
+    report = json.loads(js.read_text())["sections"][0]["replay"]["onnxruntime"]
+    assert report["labels_topic"] is None and report["metrics"] is None  # recorded, not scored
+    rounds = report["rounds"]
     assert len(rounds["node_fps"]) == 2 and len(rounds["direct_fps"]) == 3  # direct, node, direct, node, direct
     assert rounds["ratios"] == pytest.approx([n / ((a + b) / 2) for n, a, b in
                                               zip(rounds["node_fps"], rounds["direct_fps"], rounds["direct_fps"][1:])])

@@ -413,7 +413,9 @@ def node_path(files: ModelFiles, segs: dict, size: tuple[int, int], args, log=pr
     next frame goes out when the previous mask is back), each between two direct passes over
     the bag's frames in this process. Each round's ratio is the node's masks/s over the mean of
     the direct frames/s just before and just after it, so a slow patch of a shared machine
-    hits both sides; the median ratio is reported.
+    hits both sides; the median ratio is reported. drn-replay records the masks but does not
+    score them (``--labels-topic ''``): scoring a 512x1024 mask costs ~6 ms of CPU, which on a
+    small machine runs beside the node's next inference and is no part of the node path.
     """
     import subprocess
 
@@ -442,7 +444,7 @@ def node_path(files: ModelFiles, segs: dict, size: tuple[int, int], args, log=pr
         cmd = [sys.executable, "-m", "drn_perception.ros.replay", str(bag), "--out",
                str(files.workdir / f"replay-out-{name}"), "--model", str(files.get(spec.source)),
                "--backend", spec.backend, "--node-param", f"device:={args.device}", "--as-fast-as-node",
-               "--report", str(report), "--overwrite", "--quiet"]
+               "--report", str(report), "--overwrite", "--quiet", "--labels-topic", ""]
         log(f"  node path {name}, {args.replay_rounds} rounds: {shlex.join(cmd)}")
         direct, node, rep = [direct_fps(seg)], [], None
         for _ in range(args.replay_rounds):
@@ -525,7 +527,8 @@ def section_markdown(sec: dict) -> str:
     if sec.get("replay"):
         lines += ["", "Node path: bag -> DDS -> seg_node -> DDS -> recorder (drn-replay --as-fast-as-node) vs "
                   "the same backend called directly on the same frames in this process, in rounds "
-                  "(direct, node, direct, ...; ratio per round against the direct passes either side):", "",
+                  "(direct, node, direct, ...; ratio per round against the direct passes either side; "
+                  "masks recorded, not scored):", "",
                   "| path | node masks/s | direct frames/s | node/direct (median, min–max) | rounds "
                   "| latency p50 ms (node) | node's own work p50/p95 ms | dropped |",
                   "|:--|--:|--:|--:|--:|--:|--:|--:|"]
