@@ -99,6 +99,9 @@ def test_node_path_runs_frames_through_the_node(tiny_onnx_model, tmp_path):
     assert len(row) == 8 and row[-1] == "0", row  # nothing dropped
     report = json.loads(js.read_text())["sections"][0]["replay"]["onnxruntime"]
     assert report["labels_topic"] is None and report["metrics"] is None  # recorded, not scored
+    # one running node served the warm-up pass and both rounds
+    assert report["node"]["started"] is False
+    assert int(report["node"]["diagnostics"]["masks_out"]) >= 3 * 3
     rounds = report["rounds"]
     assert len(rounds["node_fps"]) == 2 and len(rounds["direct_fps"]) == 3  # direct, node, direct, node, direct
     assert rounds["ratios"] == pytest.approx([n / ((a + b) / 2) for n, a, b in

@@ -408,21 +408,25 @@ def node_path(files: ModelFiles, segs: dict, size: tuple[int, int], args, log=pr
     """Frames through the running node (bag -> DDS -> seg_node -> DDS -> bag) with drn-replay,
     against the same backend called directly on the same frames.
 
-    For every path the node can run as is (no layout/precision options): ``--replay-rounds``
-    runs of ``drn-replay IN --out OUT --model M --backend B --as-fast-as-node --report R`` (the
-    next frame goes out when the previous mask is back), each between two direct passes over
-    the bag's frames in this process. Each round's ratio is the node's masks/s over the mean of
-    the direct frames/s just before and just after it, so a slow patch of a shared machine
-    hits both sides; the median ratio is reported. drn-replay records the masks but does not
-    score them (``--labels-topic ''``): scoring a 512x1024 mask costs ~6 ms of CPU, which on a
-    small machine runs beside the node's next inference and is no part of the node path.
+    For every path the node can run as is (no layout/precision options), one seg_node process
+    is started the way drn-replay starts it and kept running, as a node on a robot is: one
+    untimed ``drn-replay --no-start-node`` pass warms it up (the direct calls are warm too),
+    then ``--replay-rounds`` timed passes (``--as-fast-as-node``: the next frame goes out when
+    the previous mask is back), each between two direct passes over the bag's frames in this
+    process. Each round's ratio is the node's masks/s over the mean of the direct frames/s just
+    before and just after it, so a slow patch of a shared machine hits both sides; the median
+    ratio is reported. drn-replay records the masks but does not score them (``--labels-topic
+    ''``): scoring a 512x1024 mask costs ~6 ms of CPU, which on a small machine runs beside the
+    node's next inference and is no part of the node path.
     """
     import subprocess
 
     try:
         from drn_perception.ros.make_bag import make_bag
+        from drn_perception.ros.replay import NodeProcess, ReplayError, started_node_params, use_large_image_profile
     except ImportError as exc:
         return {"error": f"the ROS tools are not importable here ({exc})"}
+    use_large_image_profile()  # for the node (0.5 MiB masks) and drn-replay (1.5 MiB frames)
     out = {}
     bag = files.workdir / f"replay-in-{size[0]}x{size[1]}"
     if not bag.exists():
@@ -441,25 +445,41 @@ def node_path(files: ModelFiles, segs: dict, size: tuple[int, int], args, log=pr
             out[name] = {"error": "the node has no parameter for this path's options"}
             continue
         report = files.workdir / f"replay-{name}.json"
+        namespace = f"/drn_bench_{os.getpid()}_{name.replace('-', '_')}"
+        params = started_node_params(files.get(spec.source), spec.backend)
+        params["device"] = args.device
         cmd = [sys.executable, "-m", "drn_perception.ros.replay", str(bag), "--out",
-               str(files.workdir / f"replay-out-{name}"), "--model", str(files.get(spec.source)),
-               "--backend", spec.backend, "--node-param", f"device:={args.device}", "--as-fast-as-node",
+               str(files.workdir / f"replay-out-{name}"), "--no-start-node", "--publish-topic",
+               f"{namespace}/camera/image_raw", "--output-prefix", f"{namespace}/drn", "--as-fast-as-node",
                "--report", str(report), "--overwrite", "--quiet", "--labels-topic", ""]
-        log(f"  node path {name}, {args.replay_rounds} rounds: {shlex.join(cmd)}")
-        direct, node, rep = [direct_fps(seg)], [], None
-        for _ in range(args.replay_rounds):
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0 or not report.is_file():
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                rep = {"error": f"drn-replay exited {proc.returncode}: {tail[0]}"}
-                break
-            rep = json.loads(report.read_text())
-            node.append(rep["throughput_fps"] or 0.0)
-            direct.append(direct_fps(seg))
-            log(f"    node {node[-1]:.2f} masks/s, direct {direct[-2]:.2f} / {direct[-1]:.2f} frames/s")
+        node_proc = NodeProcess(namespace, params, files.workdir / f"node-{name}.log")
+        log(f"  node path {name}: {shlex.join(node_proc.command)}")
+        log(f"    warm-up pass, then {args.replay_rounds} rounds of: {shlex.join(cmd)}")
+        direct, node_fps, rep = [], [], None
+        try:
+            for i in range(args.replay_rounds + 1):
+                report.unlink(missing_ok=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if proc.returncode != 0 or not report.is_file():
+                    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                    try:
+                        node_proc.check_alive("during the node path")
+                        rep = {"error": f"drn-replay exited {proc.returncode}: {tail[0]}"}
+                    except ReplayError as exc:
+                        rep = {"error": str(exc)}
+                    break
+                rep = json.loads(report.read_text())
+                if i == 0:  # the warm-up pass
+                    direct.append(direct_fps(seg))
+                    continue
+                node_fps.append(rep["throughput_fps"] or 0.0)
+                direct.append(direct_fps(seg))
+                log(f"    node {node_fps[-1]:.2f} masks/s, direct {direct[-2]:.2f} / {direct[-1]:.2f} frames/s")
+        finally:
+            node_proc.stop()
         if "error" not in rep:
-            rep["rounds"] = {"node_fps": node, "direct_fps": direct,
-                             "ratios": [n / ((a + b) / 2) for n, a, b in zip(node, direct, direct[1:])]}
+            rep["rounds"] = {"node_fps": node_fps, "direct_fps": direct,
+                             "ratios": [n / ((a + b) / 2) for n, a, b in zip(node_fps, direct, direct[1:])]}
         out[name] = rep
     return out
 
@@ -525,7 +545,8 @@ def section_markdown(sec: dict) -> str:
             gain = paired_speedup(r.seq_times, r.batch_times)
             lines.append(f"| {r.name} | {_ms(seq)} | {_ms(bat)} | {gain:.2f}x |")
     if sec.get("replay"):
-        lines += ["", "Node path: bag -> DDS -> seg_node -> DDS -> recorder (drn-replay --as-fast-as-node) vs "
+        lines += ["", "Node path: bag -> DDS -> seg_node -> DDS -> recorder (drn-replay --as-fast-as-node; one running "
+                  "node per path, warmed up by an untimed pass) vs "
                   "the same backend called directly on the same frames in this process, in rounds "
                   "(direct, node, direct, ...; ratio per round against the direct passes either side; "
                   "masks recorded, not scored):", "",

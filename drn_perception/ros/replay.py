@@ -199,6 +199,15 @@ def _death_signal_setter():
     return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def started_node_params(model: str | Path, backend: str = "auto", compressed: bool = False) -> dict:
+    """seg_node parameters for a node that serves a replay: it listens on ``camera/image_raw`` in
+    its namespace, and both directions are reliable with room for 50 masks, so a replay loses
+    nothing to QoS (drops then mean the node's own newest-frame policy)."""
+    return {"model_path": str(model), "backend": backend, "input_reliability": "reliable",
+            "output_reliability": "reliable", "output_depth": 50, "image_topics": "[camera/image_raw]",
+            "compressed": str(compressed).lower()}
+
+
 class NodeProcess:
     """seg_node started the way ``ros2 run drn_perception seg_node --ros-args ...`` starts it."""
 
@@ -441,11 +450,8 @@ class Replay:
             try:
                 if o.start_node:
                     namespace = f"/drn_replay_{os.getpid()}"
-                    compressed = plan.image_type == bagio.COMPRESSED_IMAGE
-                    params = {"model_path": str(model), "backend": o.backend, "input_reliability": "reliable",
-                              "output_reliability": "reliable", "output_depth": 50,
-                              "image_topics": "[camera/image_raw]", "compressed": str(compressed).lower(),
-                              "overlay_alpha": repr(float(o.overlay_alpha))}
+                    params = started_node_params(model, o.backend, plan.image_type == bagio.COMPRESSED_IMAGE)
+                    params["overlay_alpha"] = repr(float(o.overlay_alpha))
                     if o.class_config:
                         params["class_config"] = str(o.class_config)
                     params.update(o.node_params)
