@@ -160,8 +160,8 @@ def test_start_up_errors_exit_non_zero_with_one_line_and_sigint_is_clean(tiny_on
     (shadow / "__init__.py").write_text("raise ImportError('rosbags is not installed here')\n")
     env = node_env()
     env["PYTHONPATH"] = os.pathsep.join([str(shadow.parent), env["PYTHONPATH"]])
-    cases["rosbags missing"] = ({}, ["rosbags", "pip install rosbags"])
-    procs["rosbags missing"] = start_node(params={"model_path": m}, env=env)
+    cases["rosbags missing"] = ({"model_path": m}, ["rosbags", "pip install rosbags"])
+    procs["rosbags missing"] = start_node(params=cases["rosbags missing"][0], env=env)
     ok = start_node(params={"model_path": m})
     try:
         for name, (params, needles) in cases.items():

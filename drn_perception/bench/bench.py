@@ -426,7 +426,7 @@ def node_path(files: ModelFiles, segs: dict, size: tuple[int, int], args, log=pr
         from drn_perception.ros.replay import NodeProcess, ReplayError, started_node_params, use_large_image_profile
     except ImportError as exc:
         return {"error": f"the ROS tools are not importable here ({exc})"}
-    use_large_image_profile()  # for the node (0.5 MiB masks) and drn-replay (1.5 MiB frames)
+    use_large_image_profile()  # for the node started here (0.5 MiB masks); drn-replay sets it for itself
     out = {}
     bag = files.workdir / f"replay-in-{size[0]}x{size[1]}"
     if not bag.exists():
@@ -469,12 +469,10 @@ def node_path(files: ModelFiles, segs: dict, size: tuple[int, int], args, log=pr
                         rep = {"error": str(exc)}
                     break
                 rep = json.loads(report.read_text())
-                if i == 0:  # the warm-up pass
-                    direct.append(direct_fps(seg))
-                    continue
-                node_fps.append(rep["throughput_fps"] or 0.0)
                 direct.append(direct_fps(seg))
-                log(f"    node {node_fps[-1]:.2f} masks/s, direct {direct[-2]:.2f} / {direct[-1]:.2f} frames/s")
+                if i:  # pass 0 warms the node up
+                    node_fps.append(rep["throughput_fps"] or 0.0)
+                    log(f"    node {node_fps[-1]:.2f} masks/s, direct {direct[-2]:.2f} / {direct[-1]:.2f} frames/s")
         finally:
             node_proc.stop()
         if "error" not in rep:
