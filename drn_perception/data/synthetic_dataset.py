@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from multiprocessing import get_context
 from pathlib import Path
@@ -59,7 +60,8 @@ class SyntheticScenes(AugmentedItems, Dataset):
     std = list(IMAGENET_STD)
 
     def __init__(self, split: str = "train", num: int = 1000, height: int = 256, width: int = 512,
-                 transform=None, seed: int = 0, cache: str | Path | None = None, workers: int = 0):
+                 transform=None, seed: int = 0, cache: str | Path | None = None, workers: int = 0,
+                 progress: bool = False):
         if not 0 < num <= SPLIT_STRIDE:
             raise ValueError(f"a synthetic split holds 1..{SPLIT_STRIDE} scenes, got {num}")
         split_seed(split, 0)
@@ -70,6 +72,7 @@ class SyntheticScenes(AugmentedItems, Dataset):
         self.name = f"synthetic:{split}"
         self._images = self._labels = None
         self._files = None
+        self.progress = progress  # a progress bar while the scenes are generated
         if cache == "memory":
             self._images, self._labels = self._generate_all(workers)
         elif cache is not None:
@@ -88,14 +91,21 @@ class SyntheticScenes(AugmentedItems, Dataset):
         images = np.empty((self.num, self.height, self.width, 3), np.uint8) if out is None else out[0]
         labels = np.empty((self.num, self.height, self.width), np.uint8) if out is None else out[1]
         jobs = [(s, self.height, self.width) for s in self.seeds()]
-        if workers > 1:
-            with get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
-                results = pool.imap(_generate, jobs, chunksize=8)
-                for i, (rgb, lab) in enumerate(results):
-                    images[i], labels[i] = rgb, lab
-        else:
-            for i, job in enumerate(jobs):
-                images[i], labels[i] = _generate(job)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc=f"generating {self.split} scenes {self.height}x{self.width}", unit="scene",
+                   disable=not self.progress, leave=False, file=sys.stderr)
+        with bar:
+            if workers > 1:
+                with get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
+                    results = pool.imap(_generate, jobs, chunksize=8)
+                    for i, (rgb, lab) in enumerate(results):
+                        images[i], labels[i] = rgb, lab
+                        bar.update()
+            else:
+                for i, job in enumerate(jobs):
+                    images[i], labels[i] = _generate(job)
+                    bar.update()
         return images, labels
 
     def _cache_files(self, folder: Path, workers: int) -> tuple[Path, Path]:

@@ -26,15 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from drn_perception import cli
+from drn_perception.cli import UserError
+
 CHECKPOINT_LAST = "last.pt"
 CHECKPOINT_BEST = "best.pt"
 METRICS_CSV = "metrics.csv"
 CSV_FIELDS = ["epoch", "iterations", "lr", "train_loss", "val_miou", "val_pixel_accuracy", "epoch_seconds",
               "elapsed_seconds"]
-
-
-class UserError(Exception):
-    """A mistake in the command line or the files it names (printed as one line)."""
 
 
 # --------------------------------------------------------------------------- arguments
@@ -55,67 +54,111 @@ def size_arg(text: str) -> tuple[int, int]:
 def add_dataset_args(p: argparse.ArgumentParser, train: bool) -> None:
     g = p.add_argument_group("dataset")
     g.add_argument("--dataset", choices=["list", "cityscapes", "synthetic"],
-                   help="folder layout; default: recognised from --data-dir (synthetic when no --data-dir)")
+                   help="folder layout (default: recognised from --data-dir; synthetic when no --data-dir)")
     g.add_argument("--data-dir", type=Path, help="dataset folder (list layout or Cityscapes root)")
-    g.add_argument("--classes", type=Path, help="class config YAML (default: config/cityscapes.yaml, 19 trainIds)")
-    g.add_argument("--synthetic-size", type=size_arg, default=(256, 512), metavar="HxW",
-                   help="size of generated scenes (default 256x512)")
-    g.add_argument("--synthetic-cache", default="memory",
-                   help="'memory', 'none' (generate every read) or a folder for .npy caches (default memory)")
+    g.add_argument("--classes", type=Path, metavar="YAML",
+                   help="class config (default: config/cityscapes.yaml, the 19 Cityscapes trainIds)")
     if train:
-        g.add_argument("--train-split", default="train")
-        g.add_argument("--val-split", default="val")
-        g.add_argument("--synthetic-train", type=int, default=2000, metavar="N", help="training scenes (default 2000)")
-        g.add_argument("--synthetic-val", type=int, default=200, metavar="N", help="validation scenes (default 200)")
+        g.add_argument("--synthetic-size", type=size_arg, default=(256, 512), metavar="HxW",
+                       help="size of the generated scenes")
     else:
-        g.add_argument("--split", default="val")
-        g.add_argument("--synthetic-num", type=int, default=200, metavar="N",
-                       help="scenes of the synthetic split (default 200)")
+        g.add_argument("--synthetic-size", type=size_arg, metavar="HxW",
+                       help="size of the generated scenes (default: the size the model was trained at, "
+                            "as its checkpoint or sidecar records it, else 256x512)")
+    g.add_argument("--synthetic-cache", default="memory", metavar="memory|none|DIR",
+                   help="keep generated scenes in memory, generate them at every read (none), or cache them "
+                        "as .npy files in DIR")
+    if train:
+        g.add_argument("--train-split", default="train", help="split of a list or Cityscapes dataset to train on")
+        g.add_argument("--val-split", default="val", help="split to validate on")
+        g.add_argument("--synthetic-train", type=int, default=2000, metavar="N", help="generated training scenes")
+        g.add_argument("--synthetic-val", type=int, default=200, metavar="N", help="generated validation scenes")
+    else:
+        g.add_argument("--split", default="val", help="split to evaluate (synthetic: train, val or test)")
+        g.add_argument("--synthetic-num", type=int, default=200, metavar="N", help="scenes of the synthetic split")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="drn-train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> cli.Parser:
+    from drn_perception.models.drn import ARCHS
+
+    p = cli.Parser(prog="drn-train", description=__doc__.split("\n\n")[0], formatter_class=cli.DefaultsFormatter)
     add_dataset_args(p, train=True)
     g = p.add_argument_group("model")
-    g.add_argument("--arch", default="drn_c_26")
-    g.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = reference)")
+    g.add_argument("--arch", default="drn_c_26", choices=ARCHS, metavar="ARCH",
+                   help=f"DRN variant: {', '.join(ARCHS)}")
+    g.add_argument("--width", type=float, default=1.0, help="channel width multiplier in (0, 4]; 1.0 = reference")
     g.add_argument("--pretrained", type=Path, metavar="FILE",
                    help="ImageNet DRN checkpoint to initialise the backbone from (local file)")
     g.add_argument("--init", type=Path, metavar="FILE",
                    help="segmentation checkpoint (ours or the authors') to start from, e.g. to fine-tune; "
                         "same arch, width and number of classes")
     g = p.add_argument_group("recipe (defaults: the authors' Cityscapes recipe)")
-    g.add_argument("--epochs", type=int, default=500)
+    g.add_argument("--epochs", type=int, default=500, help="passes over the training set")
     g.add_argument("--batch-size", type=int, default=8, help="images per process and step")
-    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    g.add_argument("--lr", type=float, default=0.01)
+    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimiser")
+    g.add_argument("--lr", type=float, default=0.01, help="base learning rate")
     g.add_argument("--lr-mode", choices=["poly", "step"], default="poly",
                    help="poly: lr*(1-it/total)^0.9 per iteration; step: lr*0.1^(epoch//step)")
     g.add_argument("--step", type=int, default=100, help="epochs per step of --lr-mode step")
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--crop-size", type=size_arg, default=(896, 896), metavar="N|HxW")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    g.add_argument("--crop-size", type=size_arg, default=(896, 896), metavar="N|HxW", help="random crop size")
     g.add_argument("--random-scale", type=float, default=2.0, help="scale drawn from [1/s, s]; <= 1 disables")
     g.add_argument("--random-rotate", type=float, default=10.0, help="max rotation in degrees; 0 disables")
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     g = p.add_argument_group("run")
     g.add_argument("--out", type=Path, required=True, help="folder for checkpoints, metrics.csv, tensorboard/")
     g.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
-                   help="continue from CHECKPOINT (default <out>/last.pt)")
-    g.add_argument("--seed", type=int, default=0)
+                   help="continue from CHECKPOINT (no value: <out>/last.pt)")
+    g.add_argument("--seed", type=int, default=0, help="seed of weights, augmentation and sample order")
     g.add_argument("--eval-every", type=int, default=1, metavar="N",
                    help="validate every N epochs and after the last (0: never)")
     g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per process")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:I")
     g.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
                    help="mixed precision (fp16 + GradScaler); auto = on for CUDA")
     g.add_argument("--no-sync-bn", action="store_true", help="keep per-GPU BatchNorm under torchrun")
     g.add_argument("--deterministic", action="store_true", help="deterministic cuDNN algorithms (slower)")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
     return p
+
+
+def check_args(args) -> None:
+    """Every check that needs no data and no model: run before anything slow starts."""
+    if args.epochs < 1 or args.batch_size < 1:
+        raise UserError("--epochs and --batch-size must be >= 1")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if not 0.0 < args.width <= 4.0:
+        raise UserError(f"--width must be in (0, 4], got {args.width:g}")
+    if args.lr <= 0:
+        raise UserError(f"--lr must be positive, got {args.lr:g}")
+    if args.eval_every < 0 or args.workers < 0 or args.step < 1:
+        raise UserError("--eval-every and --workers must be >= 0, --step >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.device not in ("auto", "cpu") and not (args.device == "cuda" or (
+            args.device.startswith("cuda:") and args.device[5:].isdigit())):
+        raise UserError(f"--device must be auto, cpu or cuda[:i], got {args.device!r}")
+    if args.pretrained and args.init:
+        raise UserError("give --pretrained (backbone) or --init (whole model), not both")
+    for flag, path in (("--pretrained", args.pretrained), ("--init", args.init), ("--classes", args.classes)):
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{flag} {path}: file not found")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise UserError(f"--data-dir {args.data_dir}: no such folder")
+    if args.dataset not in (None, "synthetic") and args.data_dir is None:
+        raise UserError(f"--dataset {args.dataset} needs --data-dir")
+    if resolve_dataset_kind(args) == "synthetic":
+        for flag, n in (("--synthetic-train", args.synthetic_train), ("--synthetic-val", args.synthetic_val)):
+            if n < 1:
+                raise UserError(f"{flag} must be >= 1, got {n}")
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if args.synthetic_train // world < args.batch_size:
+            raise UserError(f"{args.synthetic_train} training images are fewer than one batch of {args.batch_size} "
+                            f"per process ({world} processes)")
 
 
 # --------------------------------------------------------------------------- datasets
@@ -131,14 +174,17 @@ def resolve_dataset_kind(args) -> str:
     return args.dataset or detect_layout(args.data_dir, split)
 
 
-def build_dataset(args, kind: str, split: str, transform=None, num: int | None = None, workers: int = 0):
-    """One split of the chosen dataset (an object with mean, std, set_epoch, __getitem__)."""
+def build_dataset(args, kind: str, split: str, transform=None, num: int | None = None, workers: int = 0,
+                  progress: bool = False):
+    """One split of the chosen dataset (an object with mean, std, set_epoch, __getitem__);
+    ``progress``: a progress bar while scenes are generated."""
     if kind == "synthetic":
         from drn_perception.data.synthetic_dataset import SyntheticScenes
 
         cache = None if args.synthetic_cache == "none" else args.synthetic_cache
         h, w = args.synthetic_size
-        return SyntheticScenes(split, num, h, w, transform=transform, seed=getattr(args, "seed", 0), cache=cache, workers=workers)
+        return SyntheticScenes(split, num, h, w, transform=transform, seed=getattr(args, "seed", 0), cache=cache,
+                               workers=workers, progress=progress)
     from drn_perception.data.cityscapes import cityscapes_dataset, list_dataset
 
     reader = list_dataset if kind == "list" else cityscapes_dataset
@@ -314,18 +360,13 @@ def run(args) -> dict:
     from drn_perception.models.segmentation import DRNSeg
     from drn_perception.training.metrics import format_table, mean_iou, pixel_accuracy
 
-    if args.epochs < 1 or args.batch_size < 1:
-        raise UserError("--epochs and --batch-size must be >= 1")
-    if args.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     # ---- processes and device
     world = int(os.environ.get("WORLD_SIZE", "1"))
     distributed = world > 1
     want_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda[:i], got {args.device!r}")
     if want_cuda and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: CUDA is not available here")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -353,23 +394,36 @@ def run(args) -> dict:
             raise UserError(f"{resume_path} is not a drn-train checkpoint with training state (use --pretrained "
                             "for an ImageNet backbone)")
 
-    # ---- data
     kind = resolve_dataset_kind(args)
     classes = class_config(args)
     num_classes = len(classes.classes)
+    # ---- model (before the data: a checkpoint that does not fit fails before scenes are generated)
+    model = DRNSeg(args.arch, num_classes, width=args.width)
+    if args.pretrained:
+        load_backbone(model, args.pretrained)
+    if args.init:
+        start, start_info = load_checkpoint(args.init)
+        got = (start_info["arch"], float(start_info.get("width", 1.0)), start.num_classes)
+        if got != (args.arch, args.width, num_classes):
+            raise UserError(f"--init {args.init} is {got[0]} width {got[1]:g} with {got[2]} classes; this run is "
+                            f"{args.arch} width {args.width:g} with {num_classes}")
+        model.load_state_dict(start.state_dict())
+
+    # ---- data
+    show = main_proc and not args.no_progress
     transform = training_transform(args.crop_size, args.random_scale, args.random_rotate, hflip=not args.no_flip)
     if kind == "synthetic" and args.synthetic_cache not in ("memory", "none") and distributed:
         # One process fills the on-disk cache; the others then read it.
         if main_proc:
-            build_dataset(args, kind, "train", None, args.synthetic_train, args.workers)
-            build_dataset(args, kind, "val", None, args.synthetic_val, args.workers)
+            build_dataset(args, kind, "train", None, args.synthetic_train, args.workers, progress=show)
+            build_dataset(args, kind, "val", None, args.synthetic_val, args.workers, progress=show)
         dist.barrier()
     train_set = build_dataset(args, kind, args.train_split if kind != "synthetic" else "train", transform,
-                              getattr(args, "synthetic_train", None), args.workers)
+                              getattr(args, "synthetic_train", None), args.workers, progress=show)
     val_set = None
     if args.eval_every:
         val_set = build_dataset(args, kind, args.val_split if kind != "synthetic" else "val", None,
-                                args.synthetic_val, args.workers)
+                                args.synthetic_val, args.workers, progress=show)
     mean_t = torch.tensor(train_set.mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(train_set.std, device=device).view(1, 3, 1, 1)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
@@ -383,19 +437,7 @@ def run(args) -> dict:
                         f"per process ({world} processes)")
     miou_classes = eval_classes(kind, num_classes)
 
-    # ---- model, optimiser, schedule
-    model = DRNSeg(args.arch, num_classes, width=args.width)
-    if args.pretrained and args.init:
-        raise UserError("give --pretrained (backbone) or --init (whole model), not both")
-    if args.pretrained:
-        load_backbone(model, args.pretrained)
-    if args.init:
-        start, start_info = load_checkpoint(args.init)
-        got = (start_info["arch"], float(start_info.get("width", 1.0)), start.num_classes)
-        if got != (args.arch, args.width, num_classes):
-            raise UserError(f"--init {args.init} is {got[0]} width {got[1]:g} with {got[2]} classes; this run is "
-                            f"{args.arch} width {args.width:g} with {num_classes}")
-        model.load_state_dict(start.state_dict())
+    # ---- optimiser, schedule
     model.to(device)
     raw_model = model
     if distributed:
@@ -547,8 +589,7 @@ def main(argv=None) -> int:
     try:
         result = run(args)
     except (UserError, DatasetError, CheckpointError) as exc:
-        print(f"drn-train: error: {exc}", file=sys.stderr)
-        return 1
+        return cli.fail("drn-train", exc)
     except KeyboardInterrupt:
         print(f"drn-train: interrupted; continue with --resume (from {args.out / CHECKPOINT_LAST})", file=sys.stderr)
         return 130
