@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from drn_perception.deploy import calibration as cal
-from drn_perception.deploy.engine_meta import (
+from drn_perception.inference.engine_meta import (
     DEFAULT_SHAPES,
     BufferPool,
     EngineError,

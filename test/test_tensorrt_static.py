@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from drn_perception.deploy import tensorrt_build
-from drn_perception.deploy.engine_meta import default_engine_path, RuntimeEnv
+from drn_perception.inference.engine_meta import default_engine_path, RuntimeEnv
 from drn_perception.model_info import ModelInfo, cityscapes, sha256_file, sidecar_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ TRT_FILES = {
     "build": REPO / "drn_perception/deploy/tensorrt_build.py",
     "calibration": REPO / "drn_perception/deploy/calibration.py",
 }
-PURE_FILES = [REPO / "drn_perception/deploy/engine_meta.py"]
+PURE_FILES = [REPO / "drn_perception/inference/engine_meta.py"]
 
 # Names on the tensorrt module itself (classes, enums, functions), which the member lists do not
 # hold, with the versions that have them (TensorRT's Python API documentation of each release).

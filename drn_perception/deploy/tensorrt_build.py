@@ -7,7 +7,7 @@ Uses the TensorRT Python API that 8.5 (JetPack 5), 8.6 (JetPack 6.0) and 10.x (J
 share: Builder, OnnxParser, BuilderConfig, one optimisation profile for dynamic N/H/W,
 build_serialized_network. The engine is written as
 ``<model>.trt<version>.<gpu>.<precision>.engine`` beside the ONNX model (unless ``-o``), with
-``<engine>.json`` (see deploy/engine_meta.py). The equivalent ``trtexec`` command is printed too;
+``<engine>.json`` (see inference/engine_meta.py). The equivalent ``trtexec`` command is printed too;
 an engine built with trtexec is registered with ``--adopt ENGINE``.
 """
 from __future__ import annotations
@@ -29,13 +29,12 @@ from drn_perception.deploy.calibration import (
     default_cache_path,
     open_frames,
 )
-from drn_perception.deploy.engine_meta import (
+from drn_perception.inference.engine_meta import (
     CONFIDENCE,
     DEFAULT_SHAPES,
     INPUT,
     LABELS,
     PRECISIONS,
-    Decision,
     EngineError,
     EngineMeta,
     Profile,
@@ -409,23 +408,14 @@ def adopt_engine(onnx: str | Path, engine: str | Path, precision: str, device_in
     return path
 
 
-def build_for_decision(decision: Decision, device_index: int, log: Callable[[str], None]) -> Path:
-    """Rebuild for the node (build_engine: if_missing / if_stale) with the options of the engine it replaces."""
-    req = decision.request
-    if decision.onnx is None or req is None:
-        raise EngineError(f"nothing to build {decision.engine} from")
-    opts = BuildOptions(precision=req.precision, shapes=req.shapes, workspace_mb=req.workspace_mb,
-                        dla_core=req.dla_core, timing_cache=Path(req.timing_cache) if req.timing_cache else None,
-                        calibration_cache=Path(req.calibration_cache) if req.calibration_cache else None)
-    return build_engine(decision.onnx, decision.engine, opts, device_index=device_index, log=log)
-
-
 # ---------------------------------------------------------------------------------------------
 # Command line
 
 
 def make_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    from drn_perception.cli import Parser  # one-line errors, exit 2
+
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("onnx", type=Path, help="ONNX model exported by drn-export (model.json beside it)")
     p.add_argument("-o", "--output", type=Path,
                    help="engine path (default: <model>.trt<version>.<gpu>.<precision>.engine beside the ONNX model)")
@@ -468,10 +458,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.trtexec_only:
             engine = args.output
             if engine is None:
-                require_tensorrt()
-                from drn_perception.inference import tensorrt_backend as rt
+                try:
+                    require_tensorrt()
+                except BackendUnavailable:
+                    # Printing a command needs no TensorRT; the default name carries the TensorRT
+                    # version and GPU, which only this machine's TensorRT can tell.
+                    engine = args.onnx.with_name(f"{args.onnx.stem}.{opts.precision}.engine")
+                    print(f"{PROG}: note: TensorRT is not importable here, so the engine is named {engine} "
+                          "(its default name carries the TensorRT version and GPU); pass -o to choose one",
+                          file=sys.stderr)
+                else:
+                    from drn_perception.inference import tensorrt_backend as rt
 
-                engine = default_engine_path(args.onnx, rt.runtime_env(device_index), opts.precision)
+                    engine = default_engine_path(args.onnx, rt.runtime_env(device_index), opts.precision)
             cache = None
             if opts.precision == "int8":
                 cache = opts.calibration_cache or default_cache_path(args.onnx, sha256_file(args.onnx))

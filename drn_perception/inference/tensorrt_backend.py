@@ -8,8 +8,10 @@ primary context, so any executor thread may call ``infer``), not pycuda, whose p
 stack breaks under rclpy's multi-threaded executors. Host staging buffers are pinned.
 
 Before deserialising, the engine's metadata (``<engine>.json``) is checked against the running
-TensorRT and GPU (see ``deploy/engine_meta.py``): a mismatch is a clear error, or a rebuild from
-the ONNX model when ``build_engine`` is ``if_missing`` / ``if_stale``.
+TensorRT and GPU (see ``inference/engine_meta.py``): a mismatch is a clear error. This class never
+builds: when ``build_engine`` is ``if_missing`` / ``if_stale`` and a build is due it raises
+``EngineBuildNeeded``, and ``inference.opening.open_segmenter`` runs drn-build-engine in a
+separate process while ONNX Runtime serves (the one owner of engine builds is deploy/).
 """
 from __future__ import annotations
 
@@ -27,11 +29,13 @@ try:  # cuda-python >= 12.6
 except ImportError:  # older cuda-python (JetPack 5 / CUDA 11, JetPack 6.0 / CUDA 12.2)
     from cuda import cudart
 
-from drn_perception.deploy.engine_meta import (
+from drn_perception.inference.base import SegmentationResult, Segmenter
+from drn_perception.inference.engine_meta import (
     CONFIDENCE,
     INPUT,
     LABELS,
     BufferPool,
+    EngineBuildNeeded,
     EngineError,
     EngineMeta,
     Profile,
@@ -43,7 +47,6 @@ from drn_perception.deploy.engine_meta import (
     parse_cuda_device,
     shape_str,
 )
-from drn_perception.inference.base import SegmentationResult, Segmenter
 
 if not hasattr(trt, "Builder") or not hasattr(trt, "__version__"):
     # e.g. the tensorrt-stubs package, which makes `import tensorrt` succeed with nothing in it.
@@ -192,7 +195,9 @@ def copy_async(dst: int, src: int, nbytes: int, kind: Any, stream: CudaStream, w
 class TensorRTSegmenter(Segmenter):
     """A drn_perception engine on one CUDA device.
 
-    build_engine: "never" (default), "if_missing" or "if_stale" (see engine_meta.decide);
+    build_engine: "never" (default), "if_missing" or "if_stale" (see engine_meta.decide): with
+    if_stale a fresh engine under the default name for this TensorRT/GPU is loaded in place of a
+    stale ``path``; a build that is due raises EngineBuildNeeded (open_segmenter runs it).
     onnx: the ONNX model to (re)build from, when it is not beside the engine or named in its metadata.
     """
 
@@ -207,16 +212,13 @@ class TensorRTSegmenter(Segmenter):
         env = runtime_env(self._index)
         decision = decide(path, build_engine, env, onnx)
         if decision.action == "build":
-            from drn_perception.deploy.tensorrt_build import build_for_decision
-
-            say(f"building TensorRT engine {decision.engine} ({decision.reason}); this takes minutes, once")
-            build_for_decision(decision, device_index=self._index, log=say)
-            decision = decide(decision.engine, "never", env, decision.onnx)
-        elif decision.engine != Path(path):
+            raise EngineBuildNeeded(decision, env)
+        if decision.engine != Path(path):
             say(decision.reason)
         engine_path = decision.engine
         self.meta = EngineMeta.read(engine_path)
         super().__init__(engine_path, self.meta.model, f"cuda:{self._index}")
+        self.precision = self.meta.precision
 
         self._runtime = trt.Runtime(trt_logger())
         engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
