@@ -138,14 +138,14 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     bad.mkdir()
     (bad / "info.json").write_text('{"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}')
     (bad / "train_images.txt").write_text("missing.png\n")
-    assert train.main(["--data-dir", str(bad), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert train.main(["--data-dir", str(bad), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("drn-train: error: ") and "missing.png" in err and err.count("\n") == 1
-    assert train.main(TINY + ["--synthetic-train", "2", "--out", str(tmp_path / "o")]) == 1
+    assert train.main(TINY + ["--synthetic-train", "2", "--out", str(tmp_path / "o")]) == 2
     assert "fewer than one batch" in capsys.readouterr().err
-    assert train.main(TINY + ["--out", str(tmp_path / "o2"), "--resume"]) == 1
+    assert train.main(TINY + ["--out", str(tmp_path / "o2"), "--resume"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
-    assert evaluate.main([str(tmp_path / "nope.onnx")]) == 1
+    assert evaluate.main([str(tmp_path / "nope.onnx")]) == 2
     assert capsys.readouterr().err.startswith("drn-eval: error: model file not found")
 
 
@@ -169,5 +169,5 @@ def test_init_starts_from_a_whole_segmentation_checkpoint(tmp_path, capsys):
             assert torch.equal(got[key], value), key
     capsys.readouterr()
     assert train.main(TINY + ["--width", "0.25", "--init", str(tmp_path / "start.pt"), "--synthetic-train", "4",
-                              "--out", str(tmp_path / "bad")]) == 1
+                              "--out", str(tmp_path / "bad")]) == 2
     assert "is drn_c_26 width 0.125 with 19 classes; this run is drn_c_26 width 0.25" in capsys.readouterr().err

@@ -6,7 +6,6 @@ labels are compared with PyTorch's on generated frames before the file is kept.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -110,9 +109,12 @@ def compare_with_torch(pipeline, onnx_path, sizes, seeds=(0, 1)) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="drn-export", description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="our .pt checkpoint, or the authors' segmentation checkpoint")
-    p.add_argument("--out", required=True, help="output .onnx path (model.json is written beside it)")
+    from drn_perception import cli
+    from drn_perception.models.checkpoints import read_checkpoint
+
+    p = cli.Parser(prog="drn-export", description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", type=Path, help="our .pt checkpoint, or the authors' segmentation checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="output .onnx path (model.json is written beside it)")
     p.add_argument("--arch", help="architecture of an authors' checkpoint (default: recognised from its tensors)")
     p.add_argument("--no-confidence", action="store_true", help="export labels only")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
@@ -128,14 +130,28 @@ def main(argv=None) -> int:
             extra[key] = json.loads(value)
         except json.JSONDecodeError:
             extra[key] = value
-    if Path(args.out).suffix != ".onnx":
+    if args.out.suffix != ".onnx":
         p.error("--out must end in .onnx")
+    if args.arch is not None:
+        from drn_perception.models.drn import ARCHS
+
+        if args.arch not in ARCHS:
+            p.error(f"argument --arch: invalid choice: {args.arch!r} (choose from {', '.join(ARCHS)})")
+    try:
+        run_args = read_checkpoint(args.checkpoint).get("args") or {}
+    except ValueError as exc:  # CheckpointError: missing or unreadable file
+        return cli.fail("drn-export", exc)
+    if run_args.get("dataset") in (None, "synthetic") and not run_args.get("data_dir") \
+            and run_args.get("synthetic_size"):
+        # drn-eval scores an ONNX model at the size it was trained at unless told otherwise.
+        extra.setdefault("trained_synthetic_size", list(run_args["synthetic_size"]))
     try:
         out = export_onnx(args.checkpoint, args.out, confidence=not args.no_confidence, arch=args.arch,
                           check=not args.no_check, extra=extra)
-    except (ValueError, ExportError, OSError) as exc:
-        print(f"drn-export: error: {exc}", file=sys.stderr)
-        return 1
+    except ValueError as exc:  # a checkpoint that is not a DRN segmentation model
+        return cli.fail("drn-export", exc)
+    except (ExportError, OSError) as exc:
+        return cli.fail("drn-export", exc, status=1)
     print(f"wrote {out} and {sidecar_path(out)}")
     return 0
 

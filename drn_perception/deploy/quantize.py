@@ -23,7 +23,6 @@ the seeds benchmarks and tests evaluate on.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -290,7 +289,9 @@ def _input_name(model: Path) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="drn-quantize", description=__doc__.splitlines()[0])
+    from drn_perception import cli
+
+    p = cli.Parser(prog="drn-quantize", description=__doc__.splitlines()[0])
     p.add_argument("model", help="exported fp32 .onnx (with its .json sidecar)")
     p.add_argument("--out", required=True, help="output .onnx path (sidecar written beside it)")
     p.add_argument("--quantize", choices=["int8"], default="int8", help="target precision (int8 only)")
@@ -307,15 +308,28 @@ def main(argv=None) -> int:
     p.add_argument("--quantize-classifier", action="store_true",
                    help="quantise the last Conv (the classifier) too; by default it stays in float")
     args = p.parse_args(argv)
+    # Everything the user can get wrong is checked before calibration starts.
     try:
         size = parse_size(args.calibration_size)
+    except ValueError as exc:
+        p.error(f"argument --calibration-size: {exc}")
+    if args.calibration_frames < 1:
+        p.error(f"argument --calibration-frames: must be >= 1, got {args.calibration_frames}")
+    if args.float_stride < 0:
+        p.error(f"argument --float-stride: must be >= 0, got {args.float_stride}")
+    if not Path(args.model).is_file():
+        return cli.fail("drn-quantize", f"model file not found: {args.model}")
+    if Path(args.model).suffix != ".onnx" or Path(args.out).suffix != ".onnx":
+        return cli.fail("drn-quantize", f"quantisation reads and writes .onnx files (got {args.model} -> {args.out})")
+    try:
         out = quantize_int8(args.model, args.out, args.calibration_frames, size,
                             tuple(n for n in args.exclude.split(",") if n), args.method,
                             float_stride=args.float_stride, labels_only=args.labels_only,
                             quantize_classifier=args.quantize_classifier)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        print(f"drn-quantize: error: {exc}", file=sys.stderr)
-        return 1
+    except (ValueError, FileNotFoundError) as exc:  # a graph that is not an exported DRN model
+        return cli.fail("drn-quantize", exc)
+    except OSError as exc:
+        return cli.fail("drn-quantize", exc, status=1)
     print(f"wrote {out} and {sidecar_path(out)}")
     return 0
 

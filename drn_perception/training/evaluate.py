@@ -15,7 +15,6 @@ Multi-scale (``--scales 0.75 1 1.25``): each image is resized by every factor an
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,23 +22,70 @@ from pathlib import Path
 
 import numpy as np
 
-from drn_perception.training.train import UserError, add_dataset_args, build_dataset, eval_classes, \
-    resolve_dataset_kind
+from drn_perception import cli
+from drn_perception.cli import UserError
+from drn_perception.training.train import add_dataset_args, build_dataset, eval_classes, resolve_dataset_kind
+
+# Scenes of this size when the model records no training size (drn-train's own default).
+FALLBACK_SYNTHETIC_SIZE = (256, 512)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="drn-eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> cli.Parser:
+    from drn_perception.inference import BACKENDS
+
+    p = cli.Parser(prog="drn-eval", description=__doc__.split("\n\n")[0], formatter_class=cli.DefaultsFormatter)
     p.add_argument("model", type=Path, help="checkpoint .pt, ONNX model .onnx or TensorRT .engine")
     add_dataset_args(p, train=False)
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test scales (several: multi-scale)")
-    p.add_argument("--backend", default="auto", help="auto (by file type), torch, onnxruntime, tensorrt")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS], help="auto: by file type")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:I")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def trained_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) of the synthetic scenes the model was trained on, where the file records it: our
+    checkpoints keep drn-train's arguments; drn-export copies the size into the sidecar."""
+    import json as _json
+
+    from drn_perception.model_info import sidecar_path
+
+    size = None
+    if path.suffix.lower() in (".pt", ".pth"):
+        from drn_perception.models.checkpoints import read_checkpoint
+
+        args = read_checkpoint(path).get("args") or {}
+        if args.get("dataset") in (None, "synthetic") and not args.get("data_dir"):
+            size = args.get("synthetic_size")
+    elif sidecar_path(path).is_file():
+        try:
+            size = _json.loads(sidecar_path(path).read_text()).get("trained_synthetic_size")
+        except ValueError:
+            size = None
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v >= 8 for v in size):
+        return int(size[0]), int(size[1])
+    return None
+
+
+def check_args(args) -> None:
+    """Checks that need neither the model nor the data."""
+    if not args.model.is_file():
+        raise UserError(f"model file not found: {args.model}")
+    if any(s <= 0 for s in args.scales):
+        raise UserError(f"--scales must be positive, got {' '.join(f'{s:g}' for s in args.scales)}")
+    if args.synthetic_num < 1 or (args.limit is not None and args.limit < 1):
+        raise UserError("--synthetic-num and --limit must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise UserError(f"--data-dir {args.data_dir}: no such folder")
+    if args.dataset not in (None, "synthetic") and args.data_dir is None:
+        raise UserError(f"--dataset {args.dataset} needs --data-dir")
+    if args.classes is not None and not args.classes.is_file():
+        raise UserError(f"--classes {args.classes}: file not found")
 
 
 def resize(array: np.ndarray, height: int, width: int, nearest: bool) -> np.ndarray:
@@ -127,15 +173,19 @@ def evaluate(args) -> dict:
 
     from drn_perception.training.metrics import ConfusionMatrix, format_table
 
+    check_args(args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    if any(s <= 0 for s in args.scales):
-        raise UserError(f"--scales must be positive, got {args.scales}")
+    kind = resolve_dataset_kind(args)
+    size_from = "given"
+    if args.synthetic_size is None:
+        recorded = trained_size(args.model)
+        args.synthetic_size = recorded or FALLBACK_SYNTHETIC_SIZE
+        size_from = "the size the model was trained at" if recorded else "drn-train's default size"
     predictor = open_model(args.model, args.backend, args.device)
     info = predictor.info
-    kind = resolve_dataset_kind(args)
     dataset = build_dataset(args, kind, args.split, None, args.synthetic_num)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     classes = eval_classes(kind, info.num_classes)
@@ -155,7 +205,8 @@ def evaluate(args) -> dict:
     ids = classes if classes is not None else list(range(info.num_classes))
     return {
         "model": str(args.model), "backend": predictor.describe, "dataset": kind, "split": args.split,
-        "images": n, "scales": list(args.scales), "miou": conf.miou(classes), "pixel_accuracy": conf.pixel_accuracy(),
+        "images": n, "synthetic_size": list(args.synthetic_size) if kind == "synthetic" else None,
+        "synthetic_size_from": size_from if kind == "synthetic" else None, "scales": list(args.scales), "miou": conf.miou(classes), "pixel_accuracy": conf.pixel_accuracy(),
         "miou_classes": [info.classes[c] for c in ids],
         "per_class_iou": {info.classes[c]: (None if np.isnan(iou[c]) else float(iou[c])) for c in ids},
         "seconds": seconds, "table": format_table(conf.matrix, info.classes, classes),
@@ -172,9 +223,11 @@ def main(argv=None) -> int:
     try:
         result = evaluate(args)
     except (UserError, DatasetError, CheckpointError, BackendUnavailable, FileNotFoundError, ValueError) as exc:
-        print(f"drn-eval: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"{result['backend']} on {result['dataset']}:{result['split']} ({result['images']} images, "
+        return cli.fail("drn-eval", exc)
+    where = ""
+    if result["synthetic_size"]:
+        where = f" {result['synthetic_size'][0]}x{result['synthetic_size'][1]} ({result['synthetic_size_from']})"
+    print(f"{result['backend']} on {result['dataset']}:{result['split']}{where} ({result['images']} images, "
           f"scales {' '.join(f'{s:g}' for s in result['scales'])}, {result['seconds']:.1f} s)")
     print(result["table"])
     print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}")

@@ -133,8 +133,8 @@ def check_args(args) -> None:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     if not 0.0 < args.width <= 4.0:
         raise UserError(f"--width must be in (0, 4], got {args.width:g}")
-    if args.lr <= 0:
-        raise UserError(f"--lr must be positive, got {args.lr:g}")
+    if args.lr < 0:
+        raise UserError(f"--lr must be >= 0, got {args.lr:g}")
     if args.eval_every < 0 or args.workers < 0 or args.step < 1:
         raise UserError("--eval-every and --workers must be >= 0, --step >= 1")
     if args.threads is not None and args.threads < 1:
