@@ -23,6 +23,7 @@ setup(
     install_requires=["numpy", "pyyaml", "rosbags"],
     extras_require={
         "onnx": ["onnx", "onnxruntime"],
+        "openvino": ["openvino", "nncf"],  # OpenVINO backend (CPU, Intel GPU/NPU) and its int8 tool
         "torch": ["torch"],
         "train": ["torch", "tqdm", "tensorboard"],
     },

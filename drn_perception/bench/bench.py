@@ -65,6 +65,12 @@ PATHS: dict[str, PathSpec] = {
                            {"half": True, "channels_last": True}),
     "onnxruntime": PathSpec("onnxruntime", "onnx", "fp32", "ONNX Runtime, the exported graph"),
     "onnxruntime-int8": PathSpec("onnxruntime", "int8", "int8", "ONNX Runtime, static int8 QDQ graph (drn-quantize)"),
+    "openvino": PathSpec("openvino", "onnx", "auto", "OpenVINO reading the exported .onnx, precision auto "
+                         "(bf16 where the cores have AMX/AVX512-BF16, else f32)"),
+    "openvino-f32": PathSpec("openvino", "onnx", "f32", "OpenVINO, the exported .onnx in f32 (labels = ONNX Runtime fp32)",
+                             {"precision": "f32"}),
+    "openvino-int8": PathSpec("openvino", "ov-int8", "auto", "OpenVINO, int8 IR from NNCF (drn-quantize --out "
+                              "model.xml), float parts at precision auto"),
     "tensorrt": PathSpec("tensorrt", "engine", "engine", "TensorRT engine given with --engine"),
 }
 
@@ -196,6 +202,7 @@ class ModelFiles:
 
     def __init__(self, workdir: Path, *, arch: str | None = None, width: float = 1.0, seed: int = 0,
                  model: Path | None = None, int8: Path | None = None, engine: Path | None = None,
+                 ov_int8: Path | None = None,
                  calibration: tuple[int, tuple[int, int]] = (16, (256, 512)), labels_only: bool = False):
         self.workdir = workdir
         self.calibration = calibration
@@ -230,7 +237,7 @@ class ModelFiles:
                 self.files["engine"] = model
             else:
                 raise BenchError(f"--model {model}: expected a .pt checkpoint, an .onnx graph or a TensorRT engine")
-        for key, given in (("int8", int8), ("engine", engine)):
+        for key, given in (("int8", int8), ("engine", engine), ("ov-int8", ov_int8)):
             if given is not None:
                 if not Path(given).is_file():
                     raise BenchError(f"{key} model file not found: {given}")
@@ -258,6 +265,15 @@ class ModelFiles:
             self.files["int8"] = quantize_int8(self.get("onnx"), self.workdir / f"{self.stem}.int8.onnx", count, size)
             self.notes.append(f"int8 graph quantised here: {count} generated scenes at {size[0]}x{size[1]} "
                               f"({time.perf_counter() - t0:.0f} s)")
+        elif kind == "ov-int8":
+            from drn_perception.deploy.openvino_quantize import quantize_openvino_int8
+
+            count, size = self.calibration
+            t0 = time.perf_counter()
+            self.files[kind] = quantize_openvino_int8(self.get("onnx"), self.workdir / f"{self.stem}.ov-int8.xml",
+                                                      count, size)
+            self.notes.append(f"OpenVINO int8 IR quantised here with NNCF: {count} generated scenes at "
+                              f"{size[0]}x{size[1]} ({time.perf_counter() - t0:.0f} s)")
         elif kind == "engine":
             raise BenchError("the tensorrt path needs --engine FILE (build it with drn-build-engine)")
         else:
@@ -280,6 +296,10 @@ def open_path(name: str, files: ModelFiles, device: str, threads: int):
             from drn_perception.inference.torch_backend import TorchSegmenter
 
             return TorchSegmenter(model, device=device, **spec.options)
+        if spec.backend == "openvino":
+            from drn_perception.inference.openvino_backend import OpenVinoSegmenter
+
+            return OpenVinoSegmenter(model, device=device, threads=threads, **spec.options)
         return create_segmenter(model, backend=spec.backend, device=device)
     except (ImportError, BackendUnavailable, ValueError) as exc:
         raise BenchError(f"path {name}: {exc}") from None
@@ -292,6 +312,7 @@ def open_path(name: str, files: ModelFiles, device: str, threads: int):
 class PathResult:
     name: str
     describe: str = ""
+    precision: str = ""  # what the opened segmenter reports (e.g. "bf16" for a path whose spec says "auto")
     load_s: float = 0.0
     added_mib: float = 0.0
     times: list[float] = field(default_factory=list)
@@ -376,6 +397,7 @@ def bench_one(files: ModelFiles, size: tuple[int, int], path_names: list[str], a
             continue
         results[name].added_mib = mem.added_mib
         results[name].describe = seg.describe()
+        results[name].precision = seg.precision if PATHS[name].precision == "auto" else PATHS[name].precision
         segs[name] = seg
     if not segs:
         raise BenchError("no path could be opened")
@@ -521,7 +543,7 @@ def section_markdown(sec: dict) -> str:
             miou_txt = "—"
         else:
             miou_txt = f"{100 * r.miou:.1f}" + ("" if r is ref else f" ({100 * (r.miou - ref_miou):+.1f})")
-        lines.append(f"| {r.name} | {spec.precision} | " + " | ".join(timing)
+        lines.append(f"| {r.name} | {r.precision or spec.precision} | " + " | ".join(timing)
                      + f" | {_pct(r.agreement)} | {miou_txt} | {r.added_mib:.0f} |")
     if sec["noise_agreement"] is not None:
         lines.append(f"| ({ref.name}, input ±1 grey level) | {PATHS[ref.name].precision} | | | | | | "
@@ -593,7 +615,7 @@ def sections_json(sections: list[dict]) -> list[dict]:
         d = {k: v for k, v in sec.items() if k != "results"}
         d["results"] = {}
         for name, r in sec["results"].items():
-            item = {k: getattr(r, k) for k in ("describe", "load_s", "added_mib", "agreement", "miou", "error")}
+            item = {k: getattr(r, k) for k in ("describe", "precision", "load_s", "added_mib", "agreement", "miou", "error")}
             item["times_s"] = r.times
             if r.times:
                 item["summary"] = summarise(r.times)
@@ -619,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", type=Path, help="a .pt checkpoint or exported .onnx instead of --arch")
     src.add_argument("--int8-model", type=Path, help="an already quantised .onnx for onnxruntime-int8")
     src.add_argument("--engine", type=Path, help="TensorRT engine for the tensorrt path")
+    src.add_argument("--openvino-int8-model", type=Path, help="an already quantised OpenVINO IR .xml for openvino-int8")
     run = p.add_argument_group("what to run")
     run.add_argument("--paths", default="torch,onnxruntime,onnxruntime-int8",
                      help="comma-separated paths to time; the first is the reference (default %(default)s)")
@@ -686,10 +709,10 @@ def run(args, argv: list[str], log=print) -> tuple[str, list[dict]]:
     with tempfile.TemporaryDirectory(prefix="drn-bench-") as tmp:
         if args.model is not None:
             models = [ModelFiles(Path(tmp), model=args.model, int8=args.int8_model, engine=args.engine,
-                                 calibration=calibration, labels_only=args.labels_only)]
+                                 ov_int8=args.openvino_int8_model, calibration=calibration, labels_only=args.labels_only)]
         else:
             models = [ModelFiles(Path(tmp), arch=a.strip(), width=args.width, seed=args.seed, int8=args.int8_model,
-                                 engine=args.engine, calibration=calibration, labels_only=args.labels_only)
+                                 engine=args.engine, ov_int8=args.openvino_int8_model, calibration=calibration, labels_only=args.labels_only)
                       for a in args.arch.split(",") if a.strip()]
         for files in models:
             for size in sizes:

@@ -9,7 +9,8 @@ from importlib import metadata
 
 # Instruction-set extensions that decide which fast paths exist on an x86 CPU.
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_fp16")
-PACKAGES = ("numpy", "torch", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "opencv-python-headless")
+PACKAGES = ("numpy", "torch", "onnxruntime", "onnxruntime-gpu", "onnx", "openvino", "nncf", "tensorrt",
+            "opencv-python-headless")
 
 
 def cpu_model() -> str:

@@ -21,6 +21,7 @@ BACKENDS = {
     "tensorrt": ("drn_perception.inference.tensorrt_backend", "TensorRTSegmenter", (".engine", ".plan"), "tensorrt (ships with JetPack; on x86 `pip install tensorrt`) and cuda-python"),
     "onnxruntime": ("drn_perception.inference.onnxruntime_backend", "OnnxRuntimeSegmenter", (".onnx",), "onnxruntime (or onnxruntime-gpu)"),
     "torch": ("drn_perception.inference.torch_backend", "TorchSegmenter", (".pt", ".pth"), "torch"),
+    "openvino": ("drn_perception.inference.openvino_backend", "OpenVinoSegmenter", (".onnx", ".xml"), "openvino"),
 }
 
 
@@ -38,6 +39,7 @@ class Segmenter(abc.ABC):
     """A loaded model on one backend."""
 
     backend: str = ""
+    precision: str = "fp32"  # what the backend computes in (each backend sets its own; in describe())
 
     def __init__(self, path: str | Path, info: ModelInfo, device: str):
         self.path = Path(path)
@@ -64,7 +66,7 @@ class Segmenter(abc.ABC):
         return res
 
     def describe(self) -> str:
-        return f"{self.backend}:{self.device} {self.info.arch} ({self.path.name})"
+        return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
 
 
 def check_batch(images: np.ndarray) -> np.ndarray:

@@ -1,0 +1,156 @@
+"""OpenVINO backend: runs the exported .onnx graph (read directly) or an OpenVINO IR (.xml + .bin).
+
+Devices: ``cpu`` (the default; ``auto`` means CPU) and any device name OpenVINO itself lists
+(``GPU``, ``GPU.1``, ``NPU``), passed through as given. Only the CPU plugin is installed and
+tested here; the others are passed through by construction.
+
+Precision (``precision``): ``f32``, ``bf16``, ``f16`` or ``auto``. OpenVINO's
+INFERENCE_PRECISION_HINT decides the float type the plugin computes in:
+
+* ``f32`` gives the same labels as ONNX Runtime's fp32 run of the same graph (on the shipped
+  model and random-weight DRN-C-26 / DRN-D-22: 100% equal, benchmarks/README.md). Use it
+  wherever labels must match another backend.
+* ``bf16`` (cores with AMX or AVX512-BF16 only) is faster and moves a few labels (about 0.1%
+  on the trained shipped model, 1-2% on random weights whose argmax margins are tiny).
+* ``auto``: on CPU, bf16 where OpenVINO reports the cores can run it (AMX or AVX512-BF16),
+  else f32; on other devices the device's own default. The choice is in ``precision`` and
+  ``describe()``, so it is never silent.
+
+An int8 IR written by ``drn-quantize --out model.xml`` (NNCF) runs its quantised layers in
+int8 and the rest at the chosen float precision; ``precision`` then reads ``int8+bf16`` etc.
+
+OpenVINO computes every output of a compiled graph, so frames whose confidence nobody wants
+run on a second compiled model without the confidence output (as the onnxruntime backend
+does); it is compiled on the first frame that asks for confidence.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from drn_perception.inference.base import BackendUnavailable, SegmentationResult, Segmenter
+from drn_perception.model_info import ModelInfo, sidecar_path
+
+METADATA_KEY = "drn_perception"  # the key deploy/export.py writes into the ONNX metadata
+PRECISIONS = ("auto", "f32", "bf16", "f16")
+# OPTIMIZATION_CAPABILITIES entry that says a device can compute in each precision.
+_CAPABILITY = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
+
+
+def _core() -> ov.Core:
+    return ov.Core()
+
+
+def resolve_device(device: str, available: list[str]) -> str:
+    """Our device string -> an OpenVINO device name; ValueError/BackendUnavailable with the fix."""
+    if device in ("auto", "cpu", "CPU"):
+        return "CPU"
+    if device.lower().startswith("cuda"):
+        raise ValueError(f"device {device!r}: OpenVINO has no CUDA devices; use the onnxruntime, torch or tensorrt "
+                         "backend for NVIDIA GPUs, or device CPU/GPU/NPU (Intel) with openvino")
+    name = device.upper()
+    if name.partition(".")[0] not in ("GPU", "NPU", "CPU"):
+        raise ValueError(f"unknown device {device!r} for openvino: use auto, cpu, GPU[.i] or NPU")
+    if name not in available and not (name == "GPU" and any(d.startswith("GPU") for d in available)):
+        raise BackendUnavailable(f"OpenVINO has no device {name} here (it lists {', '.join(available) or 'none'}); "
+                                 "Intel GPUs need the GPU driver (intel-opencl-icd), NPUs the NPU driver")
+    return name
+
+
+def resolve_precision(precision: str, device: str, capabilities: list[str]) -> str | None:
+    """The INFERENCE_PRECISION_HINT for ``precision`` on ``device`` (None: the device's default)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} for openvino: choose {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device != "CPU":
+            return None
+        return "bf16" if "BF16" in capabilities else "f32"
+    if _CAPABILITY[precision] not in capabilities:
+        raise ValueError(f"precision {precision} is not available on OpenVINO {device} here "
+                         f"(it reports {', '.join(capabilities)}); bf16 needs cores with AMX or AVX512-BF16")
+    return precision
+
+
+class OpenVinoSegmenter(Segmenter):
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, device: str = "auto", precision: str = "auto", threads: int = 0):
+        path = Path(path)
+        if path.suffix.lower() not in (".onnx", ".xml"):
+            raise ValueError(f"openvino loads .onnx or OpenVINO IR .xml files, not {path.name}")
+        if precision not in PRECISIONS:  # before any slow work
+            raise ValueError(f"unknown precision {precision!r} for openvino: choose {', '.join(PRECISIONS)}")
+        core = _core()
+        ov_device = resolve_device(device, core.available_devices)
+        capabilities = list(core.get_property(ov_device, "OPTIMIZATION_CAPABILITIES"))
+        hint = resolve_precision(precision, ov_device, capabilities)
+        try:
+            model = core.read_model(str(path))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
+            raise ValueError(f"OpenVINO cannot read {path}: {str(exc).strip().splitlines()[0]}") from None
+        super().__init__(path, _read_info(path, model), ov_device)
+        names = [o.get_any_name() for o in model.outputs]
+        if "labels" not in names:
+            raise ValueError(f"{path} has no 'labels' output (outputs: {names}); export it with drn-export")
+        self.config: dict = {"PERFORMANCE_HINT": "LATENCY"}
+        if hint is not None:
+            self.config["INFERENCE_PRECISION_HINT"] = hint
+        if threads and ov_device == "CPU":
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._core, self._model, self.outputs = core, model, names
+        self._lock = threading.Lock()
+        self.compiled = self._compile(labels_only=len(names) > 1)
+        self._full = None if len(names) > 1 else self.compiled
+        self._labels_request = self.compiled.create_infer_request()
+        if ov_device == "CPU":  # what the plugin settled on (an ov.Type: "f32", "bf16")
+            compute = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        else:
+            compute = hint or f"{ov_device.lower()} default"
+        self.precision = f"int8+{compute}" if _is_quantized(model) else compute
+
+    def _compile(self, labels_only: bool):
+        model = self._model
+        if labels_only:
+            model = model.clone()
+            for result in list(model.get_results()):
+                if "labels" not in result.output(0).get_names():
+                    model.remove_result(result)
+        try:
+            return self._core.compile_model(model, self.device, self.config)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"OpenVINO cannot compile {self.path.name} for {self.device}: "
+                             f"{str(exc).strip().splitlines()[0]}") from None
+
+    def _run(self, images: np.ndarray, want_confidence: bool) -> SegmentationResult:
+        with self._lock:
+            if want_confidence and "confidence" in self.outputs:
+                if self._full is None:
+                    self._full = self._compile(labels_only=False)
+                    self._full_request = self._full.create_infer_request()
+                out = self._full_request.infer({0: images}, share_inputs=True)
+                return SegmentationResult(out[self._full.output("labels")], out[self._full.output("confidence")])
+            out = self._labels_request.infer({0: images}, share_inputs=True)
+            return SegmentationResult(out[self.compiled.output("labels")])
+
+    def describe(self) -> str:
+        return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
+
+
+def _is_quantized(model: ov.Model) -> bool:
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+
+
+def _read_info(path: Path, model: ov.Model) -> ModelInfo:
+    """Model metadata from the sidecar JSON, else from the graph's own metadata (ONNX metadata_props
+    arrive under rt_info "framework"; an IR written by drn-quantize carries it at the top level)."""
+    sidecar = sidecar_path(path)
+    if sidecar.is_file():
+        return ModelInfo.read_json(sidecar)
+    for key in ([METADATA_KEY], ["framework", METADATA_KEY]):
+        if model.has_rt_info(key):
+            return ModelInfo.from_dict(json.loads(model.get_rt_info(key).astype(str)))
+    raise ValueError(f"{path} has neither a {sidecar.name} sidecar nor drn_perception metadata; export it with drn-export")
