@@ -80,14 +80,24 @@ def image_view(msg) -> np.ndarray:
     return np.ndarray((h, w, channels), np.uint8, buffer=buf, strides=(step, channels, 1))
 
 
-def decode_compressed(msg) -> np.ndarray:
-    """RGB (H, W, 3) uint8 from a sensor_msgs/CompressedImage (JPEG, PNG, anything OpenCV reads)."""
+def decode_compressed(msg, warnings: list | None = None) -> np.ndarray:
+    """RGB (H, W, 3) uint8 from a sensor_msgs/CompressedImage (JPEG, PNG, anything OpenCV reads).
+
+    JPEG is decoded strictly (simplejpeg, libjpeg-turbo): libjpeg repairs corrupt entropy data
+    silently apart from a line on stderr, which OpenCV's decoder cannot report. A frame that only
+    decodes after such a repair raises FrameError('decode_error'), or, when a ``warnings`` list is
+    given, is returned with the decoder's complaint appended to that list.
+    """
     fmt = str(getattr(msg, "format", ""))
     if "compressedDepth" in fmt:
         raise FrameError("unsupported_encoding", f"compressed depth images are not supported (format {fmt!r})")
     buf = _buffer(msg.data)
     if buf.size == 0:
         raise FrameError("empty", "compressed image with no data")
+    if buf.size > 2 and buf[0] == 0xFF and buf[1] == 0xD8:  # JPEG start-of-image marker
+        rgb = _decode_jpeg(buf, fmt, warnings)
+        if rgb is not None:
+            return rgb
     try:
         if _IMREAD_RGB is not None:
             rgb = cv2.imdecode(buf, _IMREAD_RGB)
@@ -102,14 +112,35 @@ def decode_compressed(msg) -> np.ndarray:
     return rgb
 
 
-def to_rgb(msg) -> np.ndarray:
+def _decode_jpeg(buf: np.ndarray, fmt: str, warnings: list | None) -> np.ndarray | None:
+    """Strict JPEG decode; None for a JPEG libjpeg-turbo cannot read at all (OpenCV then tries)."""
+    import simplejpeg
+
+    data = np.ascontiguousarray(buf)
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as exc:
+        complaint = str(exc).strip() or type(exc).__name__
+    try:
+        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=False)
+    except ValueError:
+        return None
+    if warnings is None:
+        raise FrameError("decode_error", f"corrupt {buf.size}-byte JPEG (format {fmt!r}): {complaint}; the decoder "
+                         "could only repair it (decode_warnings:=publish publishes such frames)")
+    warnings.append(f"corrupt {buf.size}-byte JPEG (format {fmt!r}) repaired by the decoder: {complaint}")
+    return rgb
+
+
+def to_rgb(msg, warnings: list | None = None) -> np.ndarray:
     """RGB (H, W, 3) uint8 from an Image or CompressedImage message.
 
     For rgb8 the result is a view of the message's buffer (rows may be padded: it is
     C-contiguous only when step == width*3); other encodings and compressed frames are converted.
+    ``warnings``: see decode_compressed.
     """
     if hasattr(msg, "format"):
-        return decode_compressed(msg)
+        return decode_compressed(msg, warnings)
     view = image_view(msg)
     code = ENCODINGS[msg.encoding][1]
     if code is None:

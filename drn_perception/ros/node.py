@@ -2,41 +2,49 @@
 
 Subscribes to one or more camera topics (sensor_msgs/Image or CompressedImage), runs the
 segmentation model on a worker thread and publishes, per camera, a mono8 label mask at the
-input resolution with the input's header (stamp and frame_id), plus optional colour mask,
-overlay and confidence images that are only computed while someone subscribes to them.
-Health and latency go to /diagnostics about once a second.
+input resolution with the input's header (stamp and frame_id), the camera's camera_info with
+that same header, plus optional colour mask, overlay and confidence images that are only
+computed while someone subscribes to them. Health and latency go to /diagnostics about once a second.
 
 Frames arrive as their serialised (CDR) bytes and are read in place with rosbags' deserialiser:
 the pixels are a view of the received buffer (rclpy's own conversion copies them into an
 array.array, 3.7 ms per 1024x512 rgb8 frame). Subscription callbacks only keep the newest
 frame per camera (an older one still waiting is dropped and counted), so DDS never backs up
-behind a slow model; frames of equal network size
-from several cameras that are pending together run as one batch.
+behind a slow model; frames of equal network size from several cameras that are pending
+together run as one batch.
+
+Two ways to run the same node: ``SegNode`` starts serving at construction; ``ManagedSegNode``
+(``seg_node --lifecycle``) is a lifecycle node whose configure loads and warms the model,
+activate starts taking frames, deactivate stops taking them (model kept), cleanup releases the
+model. Both are ``SegCore`` over a different rclpy base.
 
 Run: ``ros2 run drn_perception seg_node --ros-args -p model_path:=model.onnx`` or
 ``ros2 launch drn_perception seg.launch.py`` (see docs/node.md for topics and parameters).
 """
 from __future__ import annotations
 
+import argparse
 import re
+import signal
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time as StampMsg
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from drn_perception.default_model import default_model_path
@@ -44,39 +52,21 @@ from drn_perception.inference import BACKENDS, BackendUnavailable, create_segmen
 from drn_perception.model_info import IGNORE_LABEL, ClassConfig, cityscapes
 from drn_perception.ros import bagio
 from drn_perception.ros import conversions as conv
+from drn_perception.ros import params
+from drn_perception.ros.diagnostics import CameraStats, camera_status
+from drn_perception.ros.param_service import SafeParameterService
+from drn_perception.ros.params import StartupError
 
 NODE_NAME = "seg_node"
-DROP_REASONS = ("superseded", "bad_message", "unsupported_encoding", "short_data", "bad_step", "empty",
-                "decode_error", "inference_error")
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-CONFIDENCE_ENCODINGS = ("mono8", "32FC1")
-BUILD_POLICIES = ("never", "if_missing", "if_stale")  # TensorRT engine rebuild policy (deploy/engine_meta.py)
 # Last topic-name components that name the image rather than the camera.
 _IMAGE_SUFFIXES = {"image_raw", "image", "image_rect", "image_rect_color", "image_color", "image_mono",
                    "compressed"}
+_TRANSPORTS = {"compressed", "theora", "zstd", "ffmpeg"}  # image_transport suffixes after the base topic
 _WARN_EVERY_S = 5.0
-_WINDOW = 200  # latency samples kept per camera for the percentiles
-
-
-class StartupError(RuntimeError):
-    """A configuration problem the node cannot run with; its message names the fix."""
-
-
-@dataclass
-class CameraStats:
-    frames_in: int = 0
-    masks_out: int = 0
-    drops: Counter = field(default_factory=Counter)
-    receipt_ms: deque = field(default_factory=lambda: deque(maxlen=_WINDOW))
-    stamp_ms: deque = field(default_factory=lambda: deque(maxlen=_WINDOW))
-    inference_ms: deque = field(default_factory=lambda: deque(maxlen=_WINDOW))
-    # the node's own work on a frame: decode/resize before inference, mask conversion,
-    # resize and publish after it (receipt latency minus inference minus the wait for the worker)
-    overhead_ms: deque = field(default_factory=lambda: deque(maxlen=_WINDOW))
-    max_batch: int = 0
-    optional_outputs: Counter = field(default_factory=Counter)  # outputs computed, by kind
-    reported_in: int = 0  # frames_in / bad drops at the previous diagnostics report
-    reported_bad: int = 0
+_INFO_KEPT = 30  # camera_info messages kept per camera, to find the one stamped like the frame
+DEMO_WARNING = ("demo model trained on generated street scenes; not for a real camera — see docs/training.md "
+                "(set model_path to your own model)")
 
 
 @dataclass
@@ -85,12 +75,16 @@ class Camera:
     topic: str
     compressed: bool
     prefix: str
+    info_topic: str = ""  # sibling camera_info (resolved), "" when not republished
     pub_mask: object = None
     pub_color: object = None
     pub_overlay: object = None
     pub_confidence: object = None
+    pub_info: object = None
     subscription: object = None
+    info_subscription: object = None
     pending: tuple | None = None  # (serialised message, receipt time on time.perf_counter)
+    infos: deque = field(default_factory=lambda: deque(maxlen=_INFO_KEPT))  # (stamp ns, CameraInfo)
     stats: CameraStats = field(default_factory=CameraStats)
 
 
@@ -100,7 +94,7 @@ class _Job:
     header: object
     received: float
     rgb: np.ndarray  # input resolution
-    net: np.ndarray  # network input (resized when input_size is set)
+    net: np.ndarray  # network input (resized when input_size is set or the frame is too large)
     prep_ms: float = 0.0  # decode + resize of this frame
 
 
@@ -112,6 +106,14 @@ def camera_name_from_topic(topic: str, index: int) -> str:
     return sanitize_name("_".join(parts)) or f"camera{index}"
 
 
+def camera_info_topic(image_topic: str) -> str:
+    """image_transport's sibling: '/cam/image_raw' and '/cam/image_raw/compressed' -> '/cam/camera_info'."""
+    parts = image_topic.rstrip("/").split("/")
+    if len(parts) > 1 and parts[-1] in _TRANSPORTS:
+        parts.pop()
+    return "/".join(parts[:-1] + ["camera_info"])
+
+
 def sanitize_name(name: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_]", "_", name.strip()).strip("_")
     if name and name[0].isdigit():
@@ -119,110 +121,61 @@ def sanitize_name(name: str) -> str:
     return name
 
 
-def _percentile(values, q: float) -> str:
-    return f"{np.percentile(np.fromiter(values, float), q):.2f}" if values else "nan"
+def network_size(h: int, w: int, input_size, max_pixels: int) -> tuple[int, int]:
+    """The size a frame runs at: input_size, else its own size scaled down to max_pixels (aspect kept)."""
+    if input_size is not None:
+        return input_size
+    if not max_pixels or h * w <= max_pixels:
+        return h, w
+    scale = (max_pixels / (h * w)) ** 0.5
+    return max(8, min(h, int(h * scale))), max(8, min(w, int(w * scale)))
 
 
-class SegNode(Node):
-    """The segmentation node. ``SegNode(**node_kwargs)``; call ``close()`` before destroy_node()."""
+def _stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 10**9 + int(stamp.nanosec)
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs):
-        super().__init__(node_name, **kwargs)
+
+class SegCore:
+    """Everything of seg_node that does not depend on whether it is a plain or a managed node."""
+
+    # ---------------------------------------------------------------- set-up steps
+    def _init_core(self):
         self._cond = threading.Condition()
-        self._stopping = False
+        self._stopping = True
         self._warned: dict = {}
         self._worker = None
-        try:
-            self._declare_parameters()
-            self._load_model()
-            self._setup_cameras()
-        except StartupError:
-            self.destroy_node()
-            raise
-        except ParameterException as exc:
-            self.destroy_node()
-            raise StartupError(f"bad parameter: {exc}") from None
-        except NameValidationException as exc:
-            self.destroy_node()
-            raise StartupError(f"invalid topic name in image_topics {self.image_topics}: "
-                               f"{str(exc).splitlines()[0].rstrip(':')}") from None
+        self._diag_timer = None
+        self._diag_pub = None
+        self.cameras: list[Camera] = []
+        self.segmenter = None
+        self.model_file = None
+        self._parameter_service = SafeParameterService(self)
+        with _startup_errors(self):
+            values = params.declare_all(self)
+            params.check_unknown_overrides(self)
+            params.validate(values)
+            self._read_parameters(values)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        period = self.get_parameter("diagnostics_period").value
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(period, self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="seg_worker", daemon=True)
-        self._worker.start()
-        size = "native" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
-        self.get_logger().info(
-            f"{self.segmenter.describe()}, {self.segmenter.info.num_classes} classes, input size {size}; "
-            + "; ".join(f"{c.subscription.topic_name} -> {c.pub_mask.topic_name}" for c in self.cameras))
 
-    # ---------------------------------------------------------------- parameters
-    def _param(self, name, default, description, read_only=True, **descriptor):
-        self.declare_parameter(name, default, ParameterDescriptor(
-            name=name, description=description, read_only=read_only, **descriptor))
-        return self.get_parameter(name).value
-
-    def _declare_parameters(self):
-        p = self._param
-        self.model_path = p("model_path", "", "Model file: .onnx (ONNX Runtime), .engine/.plan (TensorRT) or .pt "
-                            "(PyTorch). Empty: the package's default model.")
-        self.backend = p("backend", "auto", "auto (from the file suffix), tensorrt, onnxruntime or torch.")
-        self.device = p("device", "auto", "auto, cpu, cuda or cuda:N.")
-        self.build_engine = p("build_engine", "never", "TensorRT only: never (a missing or stale engine is an "
-                              "error naming the fix), if_missing (build it from the ONNX model once) or if_stale "
-                              "(also rebuild after a TensorRT/GPU/model change, once per JetPack and GPU).")
-        self.onnx_path = p("onnx_path", "", "TensorRT only: the ONNX model to build the engine from when it is "
-                           "not beside the engine or named in its metadata.")
-        self.class_config = p("class_config", "", "YAML with the class names and colours the model predicts. "
-                              "Empty: the installed config/cityscapes.yaml.")
-        self.image_topics = p("image_topics", ["camera/image_raw"], "Input camera topics. A name ending in "
-                              "/compressed (or compressed:=true) is read as sensor_msgs/CompressedImage.")
-        names = p("camera_names", "", "Camera names, a list or comma-separated, one per image topic; they name "
-                  "the outputs drn/<camera>/... when there are several. Empty: derived from the topics.",
-                  dynamic_typing=True)
-        self.compressed = p("compressed", False, "Read every input topic as sensor_msgs/CompressedImage.")
-        input_size = p("input_size", [0, 0], "Network input [height, width]; frames are resized to it "
-                       "(bilinear) and masks back to the frame size (nearest). [0, 0]: each frame's own size.")
-        self.input_reliability = p("input_reliability", "best_effort", "Input QoS reliability: best_effort "
-                                   "(sensor data, keep last 1; connects to best-effort and reliable cameras) "
-                                   "or reliable.")
-        self.output_reliability = p("output_reliability", "reliable", "Output QoS reliability: reliable or "
-                                    "best_effort.")
-        self.output_depth = p("output_depth", 5, "Output QoS history depth (keep last N).",
-                              integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)])
-        p("publish_color", True, "Publish the colour mask (rgb8) while someone subscribes.", read_only=False)
-        p("publish_overlay", True, "Publish the frame blended with the colour mask (rgb8) while someone "
-          "subscribes.", read_only=False)
-        p("publish_confidence", True, "Publish the per-pixel confidence while someone subscribes.",
-          read_only=False)
-        alpha = p("overlay_alpha", 0.5, "Weight of the colour mask in the overlay, 0..1.", read_only=False,
-                  floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)])
-        conf_enc = p("confidence_encoding", "mono8", "Confidence image encoding: mono8 (0-255) or 32FC1 "
-                     "(probability).", read_only=False)
-        p("diagnostics_period", 1.0, "Seconds between /diagnostics reports.",
-          floating_point_range=[FloatingPointRange(from_value=0.1, to_value=60.0, step=0.0)])
-
-        if self.build_engine not in BUILD_POLICIES:
-            raise StartupError(f"parameter build_engine is {self.build_engine!r}: use {', '.join(BUILD_POLICIES)}")
+    def _read_parameters(self, v: dict):
+        self.model_path, self.backend, self.device = v["model_path"], v["backend"], v["device"]
+        self.build_engine, self.onnx_path, self.class_config = v["build_engine"], v["onnx_path"], v["class_config"]
+        self.compressed, self.decode_warnings = v["compressed"], v["decode_warnings"]
+        self.input_reliability, self.output_reliability = v["input_reliability"], v["output_reliability"]
+        self.output_depth, self.publish_camera_info = v["output_depth"], v["publish_camera_info"]
+        self.max_input_pixels = int(v["max_input_pixels"])
+        self.diagnostics_period = v["diagnostics_period"]
         if self.backend not in ("auto", *BACKENDS):
             raise StartupError(f"unknown backend {self.backend!r}: set backend to auto, {', '.join(BACKENDS)}")
-        for name, value in (("input_reliability", self.input_reliability),
-                            ("output_reliability", self.output_reliability)):
-            if value not in RELIABILITY:
-                raise StartupError(f"parameter {name} is {value!r}: use best_effort or reliable")
-        for reason in (self._check_alpha(alpha), self._check_conf_encoding(conf_enc)):
-            if reason:
-                raise StartupError(f"bad parameter: {reason}")
-        if len(input_size) != 2 or min(input_size) < 0 or (0 in input_size and max(input_size) > 0):
-            raise StartupError(f"input_size must be [height, width] (both > 0) or [0, 0], got {list(input_size)}")
-        self.input_size = tuple(int(v) for v in input_size) if max(input_size) > 0 else None
-        topics = [t for t in self.image_topics if t.strip()]
+        size = v["input_size"]
+        self.input_size = tuple(int(s) for s in size) if max(size) > 0 else None
+        topics = [t for t in v["image_topics"] if t.strip()]
         if not topics:
             raise StartupError("image_topics is empty: give at least one camera topic")
         if len(set(topics)) != len(topics):
             raise StartupError(f"image_topics lists a topic twice: {topics}")
         self.image_topics = topics
+        names = v["camera_names"]
         if isinstance(names, str):
             names = [n for n in names.split(",") if n.strip()]
         elif not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
@@ -235,32 +188,17 @@ class SegNode(Node):
             raise StartupError(f"camera names {self.camera_names} are not distinct, non-empty names; "
                                "set camera_names")
 
-    @staticmethod
-    def _check_alpha(value) -> str:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-            return f"overlay_alpha must be a number in [0, 1], got {value!r}"
-        return ""
-
-    @staticmethod
-    def _check_conf_encoding(value) -> str:
-        if value not in CONFIDENCE_ENCODINGS:
-            return f"confidence_encoding must be one of {', '.join(CONFIDENCE_ENCODINGS)}, got {value!r}"
-        return ""
-
-    def _on_set_parameters(self, params) -> SetParametersResult:
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
         # Read-only parameters and the declared ranges/types are refused by rclpy before this runs.
-        for param in params:
-            reason = ""
-            if param.name == "overlay_alpha":
-                reason = self._check_alpha(param.value)
-            elif param.name == "confidence_encoding":
-                reason = self._check_conf_encoding(param.value)
+        for param in parameters:
+            check = params.RUNTIME_CHECKS.get(param.name)
+            reason = check(param.value) if check else ""
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
-    # ---------------------------------------------------------------- start-up
     def _load_model(self):
+        """Open the model, check its classes against class_config, warm it up (StartupError on any problem)."""
         if self.model_path:
             path = Path(self.model_path).expanduser()
         else:
@@ -273,7 +211,7 @@ class SegNode(Node):
             if (self.backend == "tensorrt" or path.suffix in BACKENDS["tensorrt"][2]) and (
                     self.build_engine != "never" or self.onnx_path):
                 options = {"build_engine": self.build_engine, "onnx": self.onnx_path or None}
-            self.segmenter = create_segmenter(path, self.backend, self.device, **options)
+            segmenter = create_segmenter(path, self.backend, self.device, **options)
         except FileNotFoundError:
             raise StartupError(f"model file not found: {path}; set model_path to an existing "
                                ".onnx/.engine/.pt file") from None
@@ -282,7 +220,7 @@ class SegNode(Node):
         except Exception as exc:  # noqa: BLE001 - a backend's own error type: still one line
             raise StartupError(f"cannot load model {path} with backend {self.backend}: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-        info = self.segmenter.info
+        info = segmenter.info
         try:
             config = ClassConfig.from_yaml(Path(self.class_config).expanduser()) if self.class_config else cityscapes()
         except ValueError as exc:
@@ -295,36 +233,107 @@ class SegNode(Node):
                 "class_config to the YAML of the classes the model was trained on")
         if info.num_classes > IGNORE_LABEL:
             raise StartupError(f"model has {info.num_classes} classes; mono8 masks hold at most {IGNORE_LABEL}")
+        h, w = self.input_size or (64, 64)
+        try:  # first-frame costs (thread pools, arenas, kernels) before the first camera frame
+            segmenter.infer(np.zeros((1, h, w, 3), np.uint8))
+        except Exception as exc:  # noqa: BLE001 - e.g. an engine profile without this size: frames will tell
+            self.get_logger().warning(f"warm-up on a {h}x{w} frame failed ({type(exc).__name__}: "
+                                      f"{str(exc).splitlines()[0] if str(exc) else ''}); serving anyway")
         self.class_names = config.classes
         self.lut = conv.palette_lut(config.palette)
-        self.model_file = path
+        self.model_file, self.segmenter = path, segmenter
+        if path.resolve() == default_model_path().resolve():
+            self.get_logger().warning(DEMO_WARNING)
 
-    def _setup_cameras(self):
+    def _create_cameras(self):
+        """Publishers of every camera (the model must be loaded); inputs come with _start_inputs."""
         try:  # frames are read with rosbags' deserialiser; load its message definitions now
             bagio.typestore()
         except ImportError as exc:
             raise StartupError(f"the node reads camera frames with the rosbags package, which cannot be "
                                f"imported ({exc}): pip install rosbags") from None
-        in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
-                            reliability=RELIABILITY[self.input_reliability])
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.output_depth,
                              reliability=RELIABILITY[self.output_reliability])
         single = len(self.image_topics) == 1
         self.cameras = []
         for topic, name in zip(self.image_topics, self.camera_names):
             # The remapped name decides the type too (image_topic:=/cam/image_raw/compressed).
-            resolved = self.resolve_topic_name(topic) if hasattr(self, "resolve_topic_name") else topic
+            resolved = self.resolve_topic_name(topic)
             compressed = self.compressed or any(t.rstrip("/").rsplit("/", 1)[-1] == "compressed"
                                                 for t in (topic, resolved))
-            cam = Camera(name=name, topic=topic, compressed=compressed, prefix="drn" if single else f"drn/{name}")
+            cam = Camera(name=name, topic=topic, compressed=compressed, prefix="drn" if single else f"drn/{name}",
+                         info_topic=camera_info_topic(resolved) if self.publish_camera_info else "")
             cam.pub_mask = self.create_publisher(Image, f"{cam.prefix}/mask", out_qos)
             cam.pub_color = self.create_publisher(Image, f"{cam.prefix}/color_mask", out_qos)
             cam.pub_overlay = self.create_publisher(Image, f"{cam.prefix}/overlay", out_qos)
             cam.pub_confidence = self.create_publisher(Image, f"{cam.prefix}/confidence", out_qos)
-            cam.subscription = self.create_subscription(
-                CompressedImage if compressed else Image, topic, lambda raw, cam=cam: self._on_frame(raw, cam), in_qos,
-                raw=True)
+            if cam.info_topic:
+                cam.pub_info = self.create_publisher(CameraInfo, f"{cam.prefix}/camera_info", out_qos)
             self.cameras.append(cam)
+        if any(c.compressed for c in self.cameras):
+            try:
+                import simplejpeg  # noqa: F401 - the strict JPEG decoder of conversions.decode_compressed
+            except ImportError as exc:
+                raise StartupError(f"compressed inputs are decoded with simplejpeg, which cannot be imported "
+                                   f"({exc}): pip install simplejpeg") from None
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(self.diagnostics_period, self._publish_diagnostics)
+
+    def _start_inputs(self):
+        in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
+                            reliability=RELIABILITY[self.input_reliability])
+        for cam in self.cameras:
+            cam.subscription = self.create_subscription(
+                CompressedImage if cam.compressed else Image, cam.topic,
+                lambda raw, cam=cam: self._on_frame(raw, cam), in_qos, raw=True)
+            if cam.info_topic:
+                cam.info_subscription = self.create_subscription(
+                    CameraInfo, cam.info_topic, lambda msg, cam=cam: self._on_camera_info(msg, cam), in_qos)
+        with self._cond:
+            self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="seg_worker", daemon=True)
+        self._worker.start()
+
+    def _stop_inputs(self):
+        """Stop taking frames (waits for the frame in flight); frames still waiting are dropped."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=30.0)
+        self._worker = None
+        for cam in self.cameras:
+            for attr in ("subscription", "info_subscription"):
+                sub = getattr(cam, attr)
+                if sub is not None:
+                    self.destroy_subscription(sub)
+                    setattr(cam, attr, None)
+            cam.pending = None
+
+    def _release(self):
+        """Drop publishers, timer and model (after _stop_inputs)."""
+        for cam in self.cameras:
+            for attr in ("pub_mask", "pub_color", "pub_overlay", "pub_confidence", "pub_info"):
+                pub = getattr(cam, attr)
+                if pub is not None:
+                    self.destroy_publisher(pub)
+                    setattr(cam, attr, None)
+        self.cameras = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+            self._diag_pub = None
+        closer = getattr(self.segmenter, "close", None)
+        if callable(closer):
+            closer()
+        self.segmenter = None
+
+    def _started_line(self) -> str:
+        size = "native" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
+        return (f"{self.segmenter.describe()}, {self.segmenter.info.num_classes} classes, input size {size}; "
+                + "; ".join(f"{self.resolve_topic_name(c.topic)} -> {c.pub_mask.topic_name}" for c in self.cameras))
 
     # ---------------------------------------------------------------- frames
     def _on_frame(self, raw: bytes, cam: Camera):
@@ -336,6 +345,11 @@ class SegNode(Node):
                 cam.stats.drops["superseded"] += 1
             cam.pending = (raw, received)
             self._cond.notify()
+
+    def _on_camera_info(self, msg, cam: Camera):
+        with self._cond:
+            cam.stats.camera_info_in += 1
+            cam.infos.append((_stamp_ns(msg.header.stamp), msg))
 
     def _work(self):
         while True:
@@ -357,15 +371,22 @@ class SegNode(Node):
     def _drop(self, cam: Camera, reason: str, detail: str):
         with self._cond:
             cam.stats.drops[reason] += 1
+        self._warn_limited(cam, reason, f"dropped a frame from {cam.topic} ({reason}): {detail}")
+
+    def _note(self, cam: Camera, note: str, detail: str):
+        with self._cond:
+            cam.stats.notes[note] += 1
+        self._warn_limited(cam, note, f"frame from {cam.topic} ({note}): {detail}")
+
+    def _warn_limited(self, cam: Camera, key: str, text: str):
         now = time.monotonic()
-        key = (cam.name, reason)
-        if now - self._warned.get(key, -1e9) >= _WARN_EVERY_S:
-            self._warned[key] = now
-            self.get_logger().warning(f"dropped a frame from {cam.topic} ({reason}): {detail}")
+        if now - self._warned.get((cam.name, key), -1e9) >= _WARN_EVERY_S:
+            self._warned[(cam.name, key)] = now
+            self.get_logger().warning(text)
 
     def process(self, batch):
         """Decode, run and publish a list of (camera, (serialised message, receipt time)); one
-        inference per size."""
+        inference per network size."""
         jobs = []
         for cam, (raw, received) in batch:
             start = time.perf_counter()
@@ -377,12 +398,20 @@ class SegNode(Node):
                 continue
             stamp = msg.header.stamp
             header = Header(stamp=StampMsg(sec=stamp.sec, nanosec=stamp.nanosec), frame_id=msg.header.frame_id)
+            warnings = [] if self.decode_warnings == "publish" else None
             try:
-                rgb = conv.to_rgb(msg)
+                rgb = conv.to_rgb(msg, warnings)
             except conv.FrameError as exc:
                 self._drop(cam, exc.reason, str(exc))
                 continue
-            net = rgb if self.input_size is None else conv.resize_image(rgb, *self.input_size)
+            if warnings:
+                self._note(cam, "decode_warning", warnings[0])
+            h, w = rgb.shape[:2]
+            nh, nw = network_size(h, w, self.input_size, self.max_input_pixels)
+            if self.input_size is None and (nh, nw) != (h, w):
+                self._note(cam, "downscaled", f"{w}x{h} is over max_input_pixels={self.max_input_pixels}: "
+                           f"run at {nw}x{nh}, mask scaled back")
+            net = conv.resize_image(rgb, nh, nw)
             jobs.append(_Job(cam, header, received, rgb, net, (time.perf_counter() - start) * 1e3))
         groups: dict = {}
         for job in jobs:
@@ -413,6 +442,7 @@ class SegNode(Node):
             cam, (h, w) = job.cam, job.rgb.shape[:2]
             mask = conv.resize_labels(masks[i], h, w)
             cam.pub_mask.publish(conv.mask_to_image(mask, job.header))
+            self._publish_camera_info(cam, job.header)
             done = time.perf_counter()
             overhead_ms = job.prep_ms + (done - inferred) * 1e3
             stamp_ms = None
@@ -428,6 +458,22 @@ class SegNode(Node):
                 st.overhead_ms.append(overhead_ms)
                 st.max_batch = max(st.max_batch, len(jobs))
             self._publish_optional(job, mask, result.confidence, i, want_color, want_overlay, alpha, conf_encoding)
+
+    def _publish_camera_info(self, cam: Camera, header):
+        """The camera_info stamped like the frame (else the newest), re-stamped with the mask's header."""
+        if cam.pub_info is None:
+            return
+        want = _stamp_ns(header.stamp)
+        with self._cond:
+            if not cam.infos:
+                return
+            exact = next((m for s, m in reversed(cam.infos) if s == want), None)
+            src = exact if exact is not None else cam.infos[-1][1]
+            cam.stats.camera_info_out += 1
+            cam.stats.camera_info_exact += exact is not None
+        cam.pub_info.publish(CameraInfo(
+            header=header, height=src.height, width=src.width, distortion_model=src.distortion_model, d=src.d,
+            k=src.k, r=src.r, p=src.p, binning_x=src.binning_x, binning_y=src.binning_y, roi=src.roi))
 
     def _publish_optional(self, job, mask, confidence, i, want_color, want_overlay, alpha, conf_encoding):
         cam, (h, w) = job.cam, job.rgb.shape[:2]
@@ -449,73 +495,177 @@ class SegNode(Node):
     def stats_snapshot(self) -> dict:
         """{camera name: copy of its counters} (for tools and tests)."""
         with self._cond:
-            return {c.name: {"frames_in": c.stats.frames_in, "masks_out": c.stats.masks_out,
-                             "drops": dict(c.stats.drops), "max_batch": c.stats.max_batch,
-                             "optional_outputs": dict(c.stats.optional_outputs)} for c in self.cameras}
+            return {c.name: c.stats.snapshot() for c in self.cameras}
+
+    def serving(self) -> dict:
+        """What serves the frames now: backend, device, precision, model, arch (+ model switch state)."""
+        seg = self.segmenter
+        if seg is None:
+            return {}
+        out = {"backend": seg.backend, "device": seg.device, "precision": getattr(seg, "precision", "fp32"),
+               "model": str(self.model_file), "arch": seg.info.arch}
+        status = getattr(seg, "status", None)
+        if callable(status):
+            st = status()
+            out["model_switch"] = st.get("message", "") if st.get("state") not in (None, "serving", "switched") else ""
+        return out
 
     def _publish_diagnostics(self):
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
+        serving = self.serving()
         for cam in self.cameras:
+            topics = {"input_topic": cam.subscription.topic_name if cam.subscription else self.resolve_topic_name(cam.topic),
+                      "mask_topic": cam.pub_mask.topic_name}
+            if cam.info_topic:
+                topics["camera_info_topic"] = cam.info_topic
             with self._cond:
-                st = cam.stats
-                drops = {r: st.drops.get(r, 0) for r in DROP_REASONS}
-                bad = sum(v for r, v in drops.items() if r != "superseded")
-                new_in, new_bad = st.frames_in - st.reported_in, bad - st.reported_bad
-                st.reported_in, st.reported_bad = st.frames_in, bad
-                values = {
-                    "input_topic": cam.subscription.topic_name,
-                    "mask_topic": cam.pub_mask.topic_name,
-                    "frames_in": st.frames_in,
-                    "masks_out": st.masks_out,
-                    "dropped": sum(drops.values()),
-                    **{f"dropped_{r}": v for r, v in drops.items()},
-                    "latency_receipt_p50_ms": _percentile(st.receipt_ms, 50),
-                    "latency_receipt_p95_ms": _percentile(st.receipt_ms, 95),
-                    "latency_stamp_p50_ms": _percentile(st.stamp_ms, 50),
-                    "latency_stamp_p95_ms": _percentile(st.stamp_ms, 95),
-                    "inference_p50_ms": _percentile(st.inference_ms, 50),
-                    "inference_p95_ms": _percentile(st.inference_ms, 95),
-                    "overhead_p50_ms": _percentile(st.overhead_ms, 50),
-                    "overhead_p95_ms": _percentile(st.overhead_ms, 95),
-                    "max_batch": st.max_batch,
-                    "backend": self.segmenter.backend,
-                    "device": self.segmenter.device,
-                    "model": str(self.model_file),
-                    "arch": self.segmenter.info.arch,
-                }
-            if new_bad:
-                level, text = DiagnosticStatus.WARN, f"{new_bad} bad frame(s) dropped since the last report"
-            elif not new_in:
-                level, text = DiagnosticStatus.WARN, f"no frames on {values['input_topic']} since the last report"
-            else:
-                level, text = DiagnosticStatus.OK, f"{new_in} frame(s) in since the last report"
-            msg.status.append(DiagnosticStatus(
-                level=level, name=f"{self.get_name()}: {cam.name}", message=text, hardware_id=cam.name,
-                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
+                msg.status.append(camera_status(f"{self.get_name()}: {cam.name}", cam.stats, topics, serving,
+                                                cam.info_topic or None))
         self._diag_pub.publish(msg)
 
-    # ---------------------------------------------------------------- shutdown
+
+class _startup_errors:
+    """Context manager: rclpy's parameter / name errors during set-up become one-line StartupErrors."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None or issubclass(exc_type, StartupError):
+            return False
+        if issubclass(exc_type, ParameterException):
+            raise StartupError(f"bad parameter: {exc}") from None
+        if issubclass(exc_type, NameValidationException):
+            raise StartupError(f"invalid topic name in image_topics {getattr(self.node, 'image_topics', '')}: "
+                               f"{str(exc).splitlines()[0].rstrip(':')}") from None
+        return False
+
+
+class SegNode(SegCore, Node):
+    """The plain node: serving once constructed. ``SegNode(**node_kwargs)``; destroy_node() stops it."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        Node.__init__(self, node_name, start_parameter_services=False, **kwargs)
+        try:
+            self._init_core()
+            with _startup_errors(self):
+                self._load_model()
+                self._create_cameras()
+            self._start_inputs()
+        except BaseException:
+            self.destroy_node()
+            raise
+        self.get_logger().info(self._started_line())
+
     def close(self):
         """Stop the worker (waits for the frame in flight)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=30.0)
+        if hasattr(self, "_cond"):
+            self._stop_inputs()
 
     def destroy_node(self):
         self.close()
         return super().destroy_node()
 
 
+class ManagedSegNode(SegCore, LifecycleNode):
+    """seg_node as a lifecycle node (``seg_node --lifecycle``): parameters at construction, the model at
+    configure, frames between activate and deactivate. A failed configure returns to unconfigured and
+    logs the reason; shutdown works from every state."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        LifecycleNode.__init__(self, node_name, start_parameter_services=False, **kwargs)
+        try:
+            self._init_core()
+        except BaseException:
+            self.destroy_node()
+            raise
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            with _startup_errors(self):
+                self._load_model()
+                self._create_cameras()
+        except StartupError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: {self._started_line()}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._start_inputs()
+        self.get_logger().info("active: taking frames")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self.get_logger().info("inactive: not taking frames (model kept)")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("unconfigured: model released")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured
+
+    def destroy_node(self):
+        if hasattr(self, "_cond"):
+            self._stop_inputs()
+        return super().destroy_node()
+
+
+def _parse_cli(args: list[str]) -> argparse.Namespace:
+    """seg_node's own options (everything after --ros-args is ROS's); --help prints every parameter."""
+    from rclpy.utilities import remove_ros_args
+
+    parser = argparse.ArgumentParser(prog=NODE_NAME, add_help=False)
+    parser.add_argument("--help", "-h", action="store_true")
+    parser.add_argument("--lifecycle", action="store_true")
+    opts = parser.parse_args(remove_ros_args(args)[1:])
+    if opts.help:
+        sys.stdout.write(params.help_text(NODE_NAME))
+        sys.exit(0)
+    return opts
+
+
+def _ignore_signals():
+    """From the first SIGINT/SIGTERM on, the rest are ignored: cleanup runs to the end and exits 0
+    (``ros2 launch`` without a terminal sends a second SIGINT shortly after the first)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main(args=None) -> int:
-    """Console script ``seg_node``: exit 0 on SIGINT/SIGTERM, 1 on a configuration error."""
+    """Console script ``seg_node``: exit 0 on any sequence of SIGINT/SIGTERM, 1 on a configuration
+    error, 2 on a bad command line."""
+    args = list(sys.argv if args is None else args)
+    opts = _parse_cli(args)
+    try:
+        return _run(args, ManagedSegNode if opts.lifecycle else SegNode)
+    except KeyboardInterrupt:  # a signal that landed before the handlers below were replaced
+        _ignore_signals()
+        return 0
+
+
+def _run(args, node_class) -> int:
     rclpy.init(args=args)
     node = None
     code = 0
     try:
-        node = SegNode()
+        node = node_class()
         rclpy.spin(node)
     except StartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
@@ -523,9 +673,10 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _ignore_signals()
         if node is not None:
             node.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(uninstall_handlers=False)  # keep the signals ignored until exit
     return code
 
 
