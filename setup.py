@@ -20,7 +20,8 @@ setup(
     # Kept permissive on purpose: on a robot numpy, OpenCV and PyYAML come from the ROS
     # install (python3-numpy, python3-opencv, python3-yaml) and torch from JetPack.
     # rosbags: seg_node reads every frame with its deserialiser (and drn-replay writes bags with it).
-    install_requires=["numpy", "pyyaml", "rosbags"],
+    # simplejpeg: strict JPEG decoding, so a corrupt compressed frame is reported, not silently repaired.
+    install_requires=["numpy", "pyyaml", "rosbags", "simplejpeg"],
     extras_require={
         "onnx": ["onnx", "onnxruntime"],
         "openvino": ["openvino", "nncf"],  # OpenVINO backend (CPU, Intel GPU/NPU) and its int8 tool
