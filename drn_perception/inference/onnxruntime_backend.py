@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from drn_perception.inference.base import BackendUnavailable, SegmentationResult, Segmenter
+from drn_perception.inference.class_check import check_num_classes, onnx_num_classes
 from drn_perception.model_info import ModelInfo, sidecar_path
 
 METADATA_KEY = "drn_perception"  # same key deploy/export.py writes
@@ -49,6 +50,7 @@ class OnnxRuntimeSegmenter(Segmenter):
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise ValueError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
         super().__init__(path, _read_info(path, self.session), device)
+        self._check_classes(path)
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.input_name = self.session.get_inputs()[0].name
         self.labels_session = self.session
@@ -59,6 +61,15 @@ class OnnxRuntimeSegmenter(Segmenter):
                 pruned = None
             if pruned is not None:
                 self.labels_session = ort.InferenceSession(pruned, opts, providers=providers)
+
+    def _check_classes(self, path):
+        try:
+            import onnx
+        except ImportError:
+            raise BackendUnavailable("backend onnxruntime needs the onnx package (pip install onnx) to check the "
+                                     "model's class count against its metadata") from None
+        check_num_classes(path, self.info.num_classes, onnx_num_classes(onnx.load(str(path), load_external_data=False)),
+                          "the ONNX graph")
 
     def _run(self, images: np.ndarray, want_confidence: bool) -> SegmentationResult:
         if want_confidence and "confidence" in self.outputs:
