@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from drn_perception.deploy import tensorrt_build
-from drn_perception.inference.engine_meta import default_engine_path, RuntimeEnv
+from drn_perception.inference.engine_meta import BuildRequest, RuntimeEnv, default_engine_path
 from drn_perception.model_info import ModelInfo, cityscapes, sha256_file, sidecar_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -416,6 +416,8 @@ def test_import_rules():
     assert backend.get("tensorrt") is True and backend.get("cuda.bindings") is True
     for path in TRT_FILES.values():
         assert not [m for m, _ in _imports(path) if m.startswith("pycuda") or m.startswith("drn_perception.ros")], path
+    # The runtime never builds: open_segmenter runs drn-build-engine as a process (test_switching.py).
+    assert not [m for m, _ in _imports(TRT_FILES["backend"]) if m.startswith("drn_perception.deploy")]
 
 
 def test_deploy_modules_import_without_heavy_packages():
@@ -480,7 +482,7 @@ def test_trtexec_fp32_has_no_precision_flags(exported, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--shapes", "1x256x500/1x512x1024/4x1024x2048"], ["--shapes", "multiples of 8"]),
+    (["--shapes", "1x4x512/1x512x1024/4x1024x2048"], ["--shapes", "at least 8"]),
     (["--shapes", "4x512x1024/1x512x1024/4x1024x2048"], ["MIN <= OPT <= MAX"]),
     (["--shapes", "1x256x512"], ["MIN/OPT/MAX"]),
     (["--precision", "fp32", "--dla-core", "0"], ["--dla-core", "fp16"]),
@@ -512,6 +514,19 @@ def test_building_without_tensorrt_says_what_to_install(exported):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "tensorrt" in lines[0] and "JetPack" in lines[0] and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("request_", [
+    BuildRequest(),
+    BuildRequest("int8", "1x256x512x3/1x512x1024x3/2x1024x2048x3", 2048, 1, "t.cache", "m.calib"),
+])
+def test_rebuild_options_are_a_drn_build_engine_command_line(exported, request_):
+    # open_segmenter starts `drn-build-engine ONNX <request.argv()> --device cuda:N -o ENGINE` as a process.
+    args = tensorrt_build.make_arg_parser().parse_args([str(exported), *request_.argv(), "--device", "cuda:1"])
+    got = BuildRequest(args.precision, args.shapes, args.workspace, args.dla_core,
+                       None if args.timing_cache is None else str(args.timing_cache),
+                       None if args.calibration_cache is None else str(args.calibration_cache))
+    assert got == request_ and args.device == "cuda:1"
 
 
 def test_default_engine_name_is_what_the_trtexec_line_would_save(exported):
