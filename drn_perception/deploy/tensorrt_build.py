@@ -9,6 +9,9 @@ build_serialized_network. The engine is written as
 ``<model>.trt<version>.<gpu>.<precision>.engine`` beside the ONNX model (unless ``-o``), with
 ``<engine>.json`` (see inference/engine_meta.py). The equivalent ``trtexec`` command is printed too;
 an engine built with trtexec is registered with ``--adopt ENGINE``.
+
+This is the one owner of engine builds: the node's first start (``inference.open_segmenter``)
+runs this command line as a separate process (``BuildRequest.argv()``) while ONNX Runtime serves.
 """
 from __future__ import annotations
 
