@@ -162,7 +162,7 @@ def test_bad_input_gives_one_line(tmp_path, capsys):
     assert "model file not found" in capsys.readouterr().err
     from drn_perception.deploy.quantize import main as quantize_main
 
-    assert quantize_main([str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "q.onnx")]) == 1
+    assert quantize_main([str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "q.onnx")]) == 2
     assert "not found" in capsys.readouterr().err
 
 
@@ -192,7 +192,10 @@ def test_classifier_stays_float_unless_asked(tiny_onnx_model, tmp_path):
     from drn_perception.deploy.quantize import classifier_layers, quantize_int8
 
     (head,) = classifier_layers(tiny_onnx_model)
-    assert head == "/model/seg/Conv"
+    source = onnx.load(str(tiny_onnx_model)).graph
+    weights = {t.name: list(t.dims) for t in source.initializer}
+    head_weight = weights[next(n for n in source.node if n.name == head).input[1]]
+    assert head_weight[0] == 19 and head_weight[2:] == [1, 1]  # the 1x1 classifier: 19 logits
 
     def head_weight_quantised(path) -> bool:  # QDQ: an int8 weight reaches the Conv through DequantizeLinear
         graph = onnx.load(str(path)).graph
@@ -227,3 +230,25 @@ def test_mean_minmax_ranges_are_within_the_extremes(tiny_onnx_model, tmp_path):
     assert mean.keys() == extremes.keys() and len(mean) > 10
     assert all(mean[t] <= extremes[t] * (1 + 1e-6) for t in mean)
     assert sum(mean[t] < extremes[t] * 0.99 for t in mean) > len(mean) // 2
+
+
+def test_openvino_paths_report_their_precision_and_agreement(tiny_onnx_model, tmp_path):
+    """openvino-f32 gives ONNX Runtime's labels; each OpenVINO row names the precision the
+    backend settled on (auto -> bf16 or f32 by the cores), not the path's "auto"."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from drn_perception.inference.openvino_backend import OpenVinoSegmenter
+
+    out, js = tmp_path / "ov.md", tmp_path / "ov.json"
+    rc = bench.main(["--model", str(tiny_onnx_model), "--size", SIZE, "--paths",
+                     "onnxruntime,openvino-f32,openvino,openvino-int8", "--repeats", "1", "--scenes", "2",
+                     "--calibration-frames", "2", "--calibration-size", SIZE, "--out", str(out), "--json", str(js),
+                     "--quiet"])
+    assert rc == 0
+    rows = {r[0]: r for r in table_rows(out.read_text(), "| path | precision |")}
+    auto = OpenVinoSegmenter(tiny_onnx_model, device="cpu").precision
+    assert (rows["openvino-f32"][1], rows["openvino"][1], rows["openvino-int8"][1]) == ("f32", auto, f"int8+{auto}")
+    assert rows["openvino-f32"][7] == "100.00%"
+    results = json.loads(js.read_text())["sections"][0]["results"]
+    assert results["openvino-int8"]["describe"].startswith(f"openvino:CPU int8+{auto} ")
+    assert "OpenVINO int8 IR quantised here with NNCF" in out.read_text()

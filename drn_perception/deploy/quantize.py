@@ -1,4 +1,10 @@
-"""drn-quantize: exported fp32 graph -> int8 graph for fast CPU inference with ONNX Runtime.
+"""drn-quantize: exported fp32 graph -> int8 graph for fast CPU inference with ONNX Runtime or OpenVINO.
+
+``--out model.int8.onnx`` writes the ONNX Runtime graph described here; ``--out model.xml``
+writes an OpenVINO int8 IR with NNCF instead (deploy/openvino_quantize.py: the same float
+layers, the same calibration frames). ``--calibration SPEC`` takes the frames drn-build-engine
+reads (an image folder, DATASET:SPLIT, a .txt list, a rosbag2, synthetic[:N]; see
+deploy/calibration.py), fitted to ``--calibration-size``; without it, generated scenes.
 
 Static quantisation with ONNX Runtime's own tool (``onnxruntime.quantization.quantize_static``):
 QDQ format, weights int8 per output channel (symmetric), activations uint8 (asymmetric) with
@@ -45,13 +51,13 @@ CALIBRATION_METHODS = ("mean-minmax", "minmax", "entropy", "percentile")
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """"HxW" -> (H, W), both positive multiples of 8."""
+    """"HxW" -> (H, W), both at least 8 (any size runs; 8 = one pixel at the output stride)."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ValueError(f"size {text!r} is not HxW, e.g. 256x512") from None
-    if h <= 0 or w <= 0 or h % 8 or w % 8:
-        raise ValueError(f"size {text!r}: height and width must be positive multiples of 8")
+    if h < 8 or w < 8:
+        raise ValueError(f"size {text!r}: height and width must be at least 8")
     return h, w
 
 
@@ -63,10 +69,24 @@ def calibration_frames(count: int, size: tuple[int, int], seed0: int = CALIBRATI
         yield generate_scene(seed0 + i, *size)[0][None]
 
 
+def user_calibration_frames(spec: str, size: tuple[int, int], max_frames: int,
+                            topic: str | None = None) -> tuple[list[np.ndarray], str]:
+    """The frames ``spec`` names (deploy/calibration.open_frames), each fitted to ``size`` as
+    uint8 (1, H, W, 3), and a line saying where they came from. Raises ValueError (CalibrationError)."""
+    from drn_perception.deploy.calibration import fit_frame, open_frames
+
+    source = open_frames(spec, height=size[0], width=size[1], topic=topic, max_frames=max_frames)
+    frames = [fit_frame(f, *size)[None] for f in source]
+    if not frames:
+        raise ValueError(f"no usable calibration frames in {spec} ({source.dropped} could not be decoded)")
+    dropped = f", {source.dropped} undecodable skipped" if source.dropped else ""
+    return frames, f"{source.description}{dropped}, fitted to {size[0]}x{size[1]}"
+
+
 def quantize_int8(model: str | Path, out: str | Path, calibration_count: int = 16,
                   calibration_size: tuple[int, int] = (256, 512), exclude: tuple[str, ...] = (),
                   method: str = "mean-minmax", frames=None, float_stride: int = 2, labels_only: bool = False,
-                  quantize_classifier: bool = False) -> Path:
+                  quantize_classifier: bool = False, calibration_note: str | None = None) -> Path:
     """Write the int8 version of the exported ``model`` (.onnx) to ``out`` and its sidecar.
 
     ``frames``: optional iterable of uint8 (1, H, W, 3) calibration arrays replacing the
@@ -143,7 +163,7 @@ def quantize_int8(model: str | Path, out: str | Path, calibration_count: int = 1
             "format": "QDQ", "weights": "int8 per-channel symmetric", "activations": "uint8 asymmetric",
             "ops": list(QUANTIZED_OPS), "float_stride": float_stride, "excluded_nodes": list(exclude),
             "calibration_method": method,
-            "calibration": ("user frames" if frames is not None else
+            "calibration": calibration_note or ("user frames" if frames is not None else
                             f"{calibration_count} generated scenes at {calibration_size[0]}x{calibration_size[1]}, "
                             f"seeds {CALIBRATION_SEED0}+"),
             "source_onnx_sha256": info.get("onnx_sha256") or sha256_file(model),
@@ -293,10 +313,18 @@ def main(argv=None) -> int:
 
     p = cli.Parser(prog="drn-quantize", description=__doc__.splitlines()[0])
     p.add_argument("model", help="exported fp32 .onnx (with its .json sidecar)")
-    p.add_argument("--out", required=True, help="output .onnx path (sidecar written beside it)")
+    p.add_argument("--out", required=True, help="output .onnx (ONNX Runtime QDQ graph) or .xml (OpenVINO IR, "
+                   "with NNCF); sidecar written beside it")
     p.add_argument("--quantize", choices=["int8"], default="int8", help="target precision (int8 only)")
     p.add_argument("--calibration-frames", type=int, default=16, help="generated scenes to calibrate on (default 16)")
     p.add_argument("--calibration-size", default="256x512", help="HxW of the calibration scenes (default 256x512)")
+    p.add_argument("--calibration", metavar="SPEC",
+                   help="calibration frames instead of generated scenes: image folder, DATASET:SPLIT, list .txt, "
+                        "rosbag2, synthetic[:N] (at most --calibration-frames, spread evenly)")
+    p.add_argument("--calibration-topic", help="image topic of a --calibration bag with several")
+    p.add_argument("--preset", choices=["performance", "mixed"], default="performance",
+                   help="OpenVINO (.xml) only: NNCF preset, symmetric (performance, default) or asymmetric "
+                        "(mixed) activations")
     p.add_argument("--method", default="mean-minmax", choices=CALIBRATION_METHODS,
                    help="how activation ranges are set: mean-minmax (default: per-frame min/max averaged "
                         "over the frames), minmax (extremes over all frames), entropy, percentile")
@@ -319,14 +347,32 @@ def main(argv=None) -> int:
         p.error(f"argument --float-stride: must be >= 0, got {args.float_stride}")
     if not Path(args.model).is_file():
         return cli.fail("drn-quantize", f"model file not found: {args.model}")
-    if Path(args.model).suffix != ".onnx" or Path(args.out).suffix != ".onnx":
-        return cli.fail("drn-quantize", f"quantisation reads and writes .onnx files (got {args.model} -> {args.out})")
+    openvino = Path(args.out).suffix == ".xml"
+    if Path(args.model).suffix != ".onnx" or Path(args.out).suffix not in (".onnx", ".xml"):
+        return cli.fail("drn-quantize", f"quantisation reads an .onnx and writes .onnx (ONNX Runtime) or .xml "
+                                        f"(OpenVINO) files (got {args.model} -> {args.out})")
+    if openvino and (args.labels_only or args.method != "mean-minmax"):
+        return cli.fail("drn-quantize", "--labels-only and --method are for the ONNX Runtime graph (.onnx); "
+                                        "NNCF sets OpenVINO's ranges itself")
+    exclude = tuple(n for n in args.exclude.split(",") if n)
     try:
-        out = quantize_int8(args.model, args.out, args.calibration_frames, size,
-                            tuple(n for n in args.exclude.split(",") if n), args.method,
-                            float_stride=args.float_stride, labels_only=args.labels_only,
-                            quantize_classifier=args.quantize_classifier)
-    except (ValueError, FileNotFoundError) as exc:  # a graph that is not an exported DRN model
+        frames, note = None, None
+        if args.calibration is not None:
+            frames, note = user_calibration_frames(args.calibration, size, args.calibration_frames,
+                                                   args.calibration_topic)
+        if openvino:
+            from drn_perception.deploy.openvino_quantize import quantize_openvino_int8
+
+            out = quantize_openvino_int8(args.model, args.out, args.calibration_frames, size, frames,
+                                         float_stride=args.float_stride, quantize_classifier=args.quantize_classifier,
+                                         preset=args.preset, exclude=exclude, calibration_note=note)
+        else:
+            out = quantize_int8(args.model, args.out, args.calibration_frames, size, exclude, args.method,
+                                frames=frames, float_stride=args.float_stride, labels_only=args.labels_only,
+                                quantize_classifier=args.quantize_classifier, calibration_note=note)
+    except ImportError as exc:  # openvino / nncf not installed: the message names the package
+        return cli.fail("drn-quantize", exc)
+    except (ValueError, FileNotFoundError) as exc:  # a graph that is not an exported DRN model, bad frames
         return cli.fail("drn-quantize", exc)
     except OSError as exc:
         return cli.fail("drn-quantize", exc, status=1)

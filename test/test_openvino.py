@@ -1,0 +1,139 @@
+"""OpenVINO backend and its NNCF int8 IR, on real OpenVINO compiled models (CPU plugin)."""
+import json
+
+import numpy as np
+import pytest
+
+ov = pytest.importorskip("openvino")
+
+from drn_perception.data.synthetic import generate_scene  # noqa: E402
+from drn_perception.inference import BackendUnavailable, create_segmenter  # noqa: E402
+from drn_perception.inference.openvino_backend import OpenVinoSegmenter, resolve_precision  # noqa: E402
+from drn_perception.model_info import sidecar_path  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ov_int8(tiny_onnx_model, tmp_path_factory):
+    """The tiny model as an NNCF int8 IR (.xml + .bin + sidecar)."""
+    pytest.importorskip("nncf")
+    from drn_perception.deploy.openvino_quantize import quantize_openvino_int8
+
+    return quantize_openvino_int8(tiny_onnx_model, tmp_path_factory.mktemp("ov") / "tiny.xml",
+                                  calibration_count=2, calibration_size=(32, 64))
+
+
+def frames(n=2, h=64, w=96):
+    return np.stack([generate_scene(40 + i, h, w)[0] for i in range(n)])
+
+
+@pytest.mark.parametrize("h,w", [(64, 96), (61, 97)])
+def test_f32_gives_onnxruntime_labels(tiny_onnx_model, h, w):
+    """f32 is the choice whose labels equal ONNX Runtime's fp32 run of the same graph."""
+    ov_seg = create_segmenter(tiny_onnx_model, backend="openvino", device="cpu", precision="f32")
+    ort_seg = create_segmenter(tiny_onnx_model, backend="onnxruntime", device="cpu")
+    x = frames(2, h, w)
+    a, b = ov_seg.infer(x, want_confidence=True), ort_seg.infer(x, want_confidence=True)
+    assert a.labels.dtype == np.int32 and a.labels.shape == (2, h, w)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert np.abs(a.confidence - b.confidence).max() < 1e-4
+    # without confidence the labels-only compiled model answers, with the same labels
+    np.testing.assert_array_equal(ov_seg.infer(x).labels, b.labels)
+    assert ov_seg.infer(x).confidence is None
+    assert ov_seg.precision == "f32" and " f32 " in ov_seg.describe()
+    assert [o.get_any_name() for o in ov_seg.compiled.outputs] == ["labels"]
+
+
+def test_auto_precision_is_what_the_cores_offer_and_is_reported(tiny_onnx_model):
+    seg = OpenVinoSegmenter(tiny_onnx_model, device="cpu")
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert seg.precision == ("bf16" if "BF16" in caps else "f32")
+    assert seg.describe().startswith(f"openvino:CPU {seg.precision} ")
+    assert resolve_precision("auto", "CPU", ["FP32", "INT8"]) == "f32"
+    assert resolve_precision("auto", "CPU", ["FP32", "BF16", "INT8"]) == "bf16"
+    assert resolve_precision("auto", "GPU", ["FP32", "FP16"]) is None  # the device's own default
+    with pytest.raises(ValueError, match="bf16 is not available .*AMX or AVX512-BF16"):
+        resolve_precision("bf16", "CPU", ["FP32", "INT8"])
+
+
+def test_bad_choices_are_one_clear_error(tiny_onnx_model, tmp_path):
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        create_segmenter(tiny_onnx_model, backend="openvino", precision="fp8")
+    with pytest.raises(ValueError, match="OpenVINO has no CUDA"):
+        create_segmenter(tiny_onnx_model, backend="openvino", device="cuda:0")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        create_segmenter(tiny_onnx_model, backend="openvino", device="tpu")
+    if "NPU" not in ov.Core().available_devices:
+        with pytest.raises(BackendUnavailable, match="no device NPU here"):
+            create_segmenter(tiny_onnx_model, backend="openvino", device="NPU")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(ValueError, match="OpenVINO cannot read"):
+        create_segmenter(broken, backend="openvino")
+    with pytest.raises(ValueError, match="loads .onnx/.xml files"):
+        create_segmenter(tiny_onnx_model.with_suffix(".pt"), backend="openvino")
+
+
+def test_int8_ir_quantises_the_deep_layers_only(ov_int8, tiny_onnx_model):
+    from drn_perception.deploy.openvino_quantize import classifier_convolution, fine_convolutions
+
+    model = ov.Core().read_model(str(ov_int8))
+    fq_consumers = {t.get_node().get_friendly_name() for op in model.get_ops() if op.get_type_name() == "FakeQuantize"
+                    for t in op.output(0).get_target_inputs()}
+    source = ov.Core().read_model(str(tiny_onnx_model))
+    (head,) = classifier_convolution(source)
+    fine = fine_convolutions(source, 2)
+    convs = [op.get_friendly_name() for op in source.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    head_op = next(op for op in source.get_ordered_ops() if op.get_friendly_name() == head)
+    weight = head_op.input_value(1).get_partial_shape().to_shape()
+    assert list(weight)[0] == 19 and list(weight)[2:] == [1, 1]  # the 1x1 classifier: 19 logits
+    assert 0 < len(fine) < len(convs) - 1
+    deep = [c for c in convs if c not in fine and c != head]
+    assert all(c in fq_consumers for c in deep)  # every deep convolution takes 8-bit input
+    assert not (set(fine) | {head}) & fq_consumers  # stem, levels 1-2 and the classifier stay float
+    meta = json.loads(sidecar_path(ov_int8).read_text())
+    assert meta["quantization"]["classifier_in_float"] and meta["quantization"]["float_convolutions"][-1] == head
+
+
+def test_int8_ir_loads_by_suffix_and_carries_its_metadata(ov_int8, tiny_onnx_model, tmp_path):
+    import shutil
+
+    seg = create_segmenter(ov_int8, device="cpu", precision="f32")
+    assert seg.backend == "openvino" and seg.precision == "int8+f32"
+    x = frames(2)
+    res = seg.infer(x, want_confidence=True)
+    assert res.labels.shape == (2, 64, 96) and 0 <= res.labels.min() and res.labels.max() < 19
+    assert np.all((res.confidence > 0) & (res.confidence <= 1))
+    fp32 = create_segmenter(tiny_onnx_model, backend="onnxruntime").infer(x).labels
+    assert (res.labels == fp32).mean() > 0.5  # a working model of the same network, not noise
+    # the .xml/.bin pair alone (no sidecar): metadata from the IR's rt_info
+    alone = tmp_path / "alone.xml"
+    shutil.copy(ov_int8, alone)
+    shutil.copy(ov_int8.with_suffix(".bin"), alone.with_suffix(".bin"))
+    other = create_segmenter(alone, device="cpu", precision="f32")
+    assert other.info.classes == seg.info.classes
+    np.testing.assert_array_equal(other.infer(x).labels, res.labels)
+
+
+def test_drn_quantize_writes_an_ir_from_an_image_folder(tiny_onnx_model, tmp_path, capsys):
+    import cv2
+
+    from drn_perception.deploy.quantize import main
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), generate_scene(70 + i, 48, 80)[0][..., ::-1])
+    out = tmp_path / "q.xml"
+    assert main([str(tiny_onnx_model), "--out", str(out), "--calibration", str(folder),
+                 "--calibration-size", "32x64", "--calibration-frames", "2"]) == 0
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["quantization"]["calibration"].startswith("2 of 3 images from folder")
+    assert create_segmenter(out, precision="f32").infer(frames(1)).labels.shape == (1, 64, 96)
+    capsys.readouterr()
+    # mistakes: one line, exit 2, before any calibration
+    bad = tmp_path / "bad.xml"
+    assert main([str(tiny_onnx_model), "--out", str(bad), "--labels-only"]) == 2
+    assert main([str(tiny_onnx_model), "--out", str(bad), "--calibration", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "--labels-only" in err[0] and "calibration data" in err[1] and "not found" in err[1]
+    assert not bad.exists()
