@@ -151,24 +151,44 @@ def test_errors_leave_nothing_behind(tmp_path, capsys):
     cv2.imwrite(str(folder / "0.png"), np.zeros((8, 8, 3), np.uint8))
     (folder / "1.png").write_bytes(b"this is not a png")
     out = tmp_path / "bag"
-    assert make_bag_main([str(out), "--source", str(folder), "--quiet"]) == 1
+    assert make_bag_main([str(out), "--source", str(folder), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "1.png" in err
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
 
-    assert make_bag_main([str(out), "--source", str(tmp_path / "missing.avi"), "--quiet"]) == 1
+    assert make_bag_main([str(out), "--source", str(tmp_path / "missing.avi"), "--quiet"]) == 2
     assert "missing.avi" in capsys.readouterr().err
-    assert make_bag_main([str(out), "--source", str(folder), "--labels-topic", "/gt", "--quiet"]) == 1
+    assert make_bag_main([str(out), "--source", str(folder), "--labels-topic", "/gt", "--quiet"]) == 2
     assert "synthetic" in capsys.readouterr().err
     assert not out.exists()
 
     assert make_bag_main([str(out), "--frames", "1", "--size", "32x32", "--quiet"]) == 0
-    assert make_bag_main([str(out), "--frames", "1", "--size", "32x32", "--quiet"]) == 1
+    assert make_bag_main([str(out), "--frames", "1", "--size", "32x32", "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert make_bag_main([str(out), "--frames", "2", "--size", "32x32", "--overwrite", "--quiet"]) == 0
     assert len(read_bag(out)[0]["/camera/image_raw"]) == 2
     # --overwrite never deletes something that is not a bag
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("...")
-    assert make_bag_main([str(tmp_path / "precious"), "--frames", "1", "--size", "32x32", "--overwrite", "--quiet"]) == 1
+    assert make_bag_main([str(tmp_path / "precious"), "--frames", "1", "--size", "32x32", "--overwrite", "--quiet"]) == 2
     assert (tmp_path / "precious" / "thesis.tex").exists()
+
+
+def test_mixed_size_folder_reports_every_size(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(48, 64), (64, 96), (48, 64)]):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((h, w, 3), 40 * i, np.uint8))
+    bag = tmp_path / "bag"
+    assert make_bag_main([str(bag), "--source", str(folder), "--quiet"]) == 0
+    assert "3 frames of 48x64 (2), 64x96 (1)" in capsys.readouterr().out
+    msgs = read_bag(bag)[0]["/camera/image_raw"]
+    assert [(m.height, m.width) for _, m in msgs] == [(48, 64), (64, 96), (48, 64)]
+
+
+def test_bad_scene_size_fails_before_generating(tmp_path, capsys):
+    # Without the up-front check the generator refused it only after the progress bar started.
+    assert make_bag_main([str(tmp_path / "bag"), "--size", "8x8"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()] and "16..8192" in err and "frame/s" not in err
+    assert not (tmp_path / "bag").exists()

@@ -16,7 +16,7 @@ from rosbags.rosbag2 import Reader
 from drn_perception.model_info import cityscapes
 from drn_perception.ros import bagio
 from drn_perception.ros.make_bag import make_bag
-from drn_perception.ros.replay import ReplayOptions, main as replay_main, replay
+from drn_perception.ros.replay import ReplayOptions, format_summary, main as replay_main, replay
 from drn_perception.training.metrics import ConfusionMatrix
 from ros_helpers import TS, stamp, start_node, stop_node
 
@@ -105,13 +105,24 @@ def test_every_frame_gets_its_own_mask_equal_to_direct_inference(bags, name, tin
         assert ours == pytest.approx(conf.iou()[c], abs=1e-12) if ours is not None else np.isnan(conf.iou()[c])
     assert metrics["miou"] == pytest.approx(conf.miou(present))
     # Overlays: one PNG per frame, blended from the frame and the palette colours of its mask.
+    # Each carries a legend panel on its right: a swatch of every class in its mask.
     pngs = sorted((tmp_path / "overlays").glob("*.png"))
     assert len(pngs) == FRAMES
     lut = np.zeros((256, 3), np.uint8)
     lut[:19] = cityscapes().palette
     for png, (mask, _, _, rgb) in zip(pngs, sorted(expected.values(), key=lambda e: e[2])):
         blend = cv2.addWeighted(rgb, 0.5, lut[mask], 0.5, 0.0)
-        np.testing.assert_array_equal(cv2.imread(str(png))[..., ::-1], blend)
+        got = cv2.imread(str(png))[..., ::-1]
+        assert got.shape[0] == SIZE[0] and got.shape[1] > SIZE[1]
+        np.testing.assert_array_equal(got[:, : SIZE[1]], blend)
+        legend = got[:, SIZE[1]:].reshape(-1, 3)
+        colours = {tuple(c) for c in np.unique(legend, axis=0)}
+        present = np.unique(mask)
+        shown = present if len(present) <= SIZE[0] // 14 else present[:0]  # more classes than rows: not checked
+        for c in shown:
+            assert tuple(lut[c]) in colours, (png.name, c)
+    assert result["node"]["demo_model"] is False and not any("demo model" in n for n in result["notes"])
+    assert result["frame_size"] == list(SIZE) and result["frame_sizes"] == {f"{SIZE[0]}x{SIZE[1]}": FRAMES}
 
 
 def test_separately_started_node_timed_replay_never_mismatches(bags, tiny_onnx_model, segmenter, tmp_path):
@@ -187,7 +198,7 @@ def test_bad_bags_fail_with_one_line_and_write_nothing(bags, case, tiny_onnx_mod
         args += ["--labels-topic", "/camera/image_raw", "--image-topic", "/camera/labels"]
         names = ["/camera/image_raw", "mono8"]
     out = tmp_path / "out"
-    assert replay_main([str(bag), "--out", str(out), *args]) == 1
+    assert replay_main([str(bag), "--out", str(out), *args]) == 2  # a user error, argparse's status
     err = capsys.readouterr().err.strip()
     assert err.startswith("drn-replay: error: ") and "\n" not in err, err
     for n in names:
@@ -221,6 +232,10 @@ def test_default_model_miou_on_generated_street_scenes(tmp_path):
                                   progress=False, timeout=60))
     assert result["masks_received"] == 8
     assert result["metrics"]["miou"] >= target - 0.05, (result["metrics"], target)
+    # The report says what this model is, so its mIoU is not read as a street-scene score.
+    assert result["node"]["demo_model"] is True
+    assert any("demo model trained on generated street scenes" in n for n in result["notes"])
+    assert "note: demo model" in format_summary(result)
 
 
 def test_library_replay_sends_large_best_effort_frames(tiny_onnx_model, tmp_path):
@@ -249,3 +264,66 @@ def test_library_replay_sends_large_best_effort_frames(tiny_onnx_model, tmp_path
         stop_node(proc)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.strip().splitlines()[-1]) == {"frames_published": 3, "masks_received": 3}
+
+
+def test_mixed_sizes_and_old_stamps_are_reported_as_such(tiny_onnx_model, tmp_path):
+    """A folder of two frame sizes reports both; a bag stamped in 2001 drops the node's
+    stamp latency (mask published minus a 25-year-old stamp) and says why."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(48, 64), (64, 96), (48, 64), (64, 96), (64, 96)]):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((h, w, 3), 30 * i, np.uint8))
+    bag = tmp_path / "bag"
+    make_bag(bag, str(folder), start_time=1_000_000_000.0)
+    result = replay(ReplayOptions(in_bag=bag, out_bag=tmp_path / "masks", model=tiny_onnx_model, as_fast_as_node=True,
+                                  progress=False))
+    assert result["masks_received"] == 5
+    assert result["frame_size"] is None and result["frame_sizes"] == {"48x64": 2, "64x96": 3}
+    assert "frame sizes: 48x64 (2), 64x96 (3)" in format_summary(result)
+    diag = result["node"]["diagnostics"]
+    assert "inference_p50_ms" in diag  # the node's report did arrive
+    assert not [k for k in diag if k.startswith("latency_stamp_")]
+    assert any("latency_stamp_" in n and "old" in n for n in result["notes"])
+
+
+def test_every_dropped_frame_is_listed(tmp_path):
+    """More than 100 drops are all listed. The node here is a stand-in over real DDS that
+    answers every second frame, so which frames go unanswered is known exactly."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    frames = 240
+    bag = tmp_path / "bag"
+    make_bag(bag, "synthetic", frames=frames, size=(16, 32), rate=1000.0, start_time=2_000_000_000.0)
+    index_of = {stamp(m): i for i, (_, m) in enumerate(read_topic(bag, "/camera/image_raw"))}
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("every_second_frame", context=ctx, start_parameter_services=False)
+    qos = QoSProfile(depth=400, reliability=ReliabilityPolicy.RELIABLE)
+    pub = node.create_publisher(Image, "/drn/mask", qos)
+
+    def answer(msg):
+        i = index_of.get(stamp(msg))
+        if i is None or i % 2 == 1:  # the warm-up frame, and frames 1, 3, 5, ...
+            pub.publish(Image(header=msg.header, height=msg.height, width=msg.width, encoding="mono8",
+                              step=msg.width, data=bytes(msg.height * msg.width)))
+
+    node.create_subscription(Image, "/camera/image_raw", answer, qos)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        result = replay(ReplayOptions(in_bag=bag, out_bag=tmp_path / "masks", start_node=False, rate_factor=1.0,
+                                      progress=False, startup_timeout=30, timeout=5, labels_topic=""))
+    finally:
+        executor.shutdown(timeout_sec=2)
+        node.destroy_node()
+        ctx.try_shutdown()
+    assert result["masks_received"] == frames // 2
+    assert result["dropped"] == frames // 2 > 100
+    assert result["dropped_frames"] == list(range(0, frames, 2))

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from drn_perception.cli import fail
 from drn_perception.ros import bagio
 
 DEFAULT_TOPIC = "/camera/image_raw"
 DEFAULT_LABELS_TOPIC = "/camera/labels"
+SCENE_SIDES = (16, 8192)  # what data/synthetic.generate_scene draws
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 
 
@@ -124,12 +126,19 @@ def make_bag(
         raise ValueError(f"--encoding must be rgb8 or bgr8, got {encoding!r}")
     if frames is not None and frames <= 0:
         raise ValueError(f"--frames must be positive, got {frames}")
+    if not 0 <= jpeg_quality <= 100:
+        raise ValueError(f"--jpeg-quality must be in 0..100, got {jpeg_quality}")
+    if start_time is not None and start_time < 0:
+        raise ValueError(f"--start-time must be >= 0 (seconds since the epoch), got {start_time:g}")
     if topic is None:
         topic = DEFAULT_TOPIC + ("/compressed" if compressed else "")
     synthetic = source == "synthetic"
     if synthetic:
         frames = 30 if frames is None else frames
         size = size or (512, 1024)
+        if not all(SCENE_SIDES[0] <= v <= SCENE_SIDES[1] for v in size):
+            raise ValueError(f"--size {size[0]}x{size[1]}: generated scenes are {SCENE_SIDES[0]}..{SCENE_SIDES[1]} "
+                             "pixels a side")
         labels_topic = DEFAULT_LABELS_TOPIC if labels_topic is None else labels_topic
         frame_iter = synthetic_frames(frames, size, seed)
         rate = rate or 10.0
@@ -154,7 +163,7 @@ def make_bag(
     period = 1e9 / rate
     msgtype = bagio.COMPRESSED_IMAGE if compressed else bagio.IMAGE
     n = 0
-    shape = None
+    sizes: dict[tuple, int] = {}
     bar = None
     with bagio.BagWriter(out, storage, overwrite=overwrite) as writer:
         if progress:
@@ -178,7 +187,7 @@ def make_bag(
             if labels_topic:
                 lab = bagio.make_image(stamp, frame_id, labels, "mono8")
                 writer.write(labels_topic, stamp, bagio.serialize(lab, bagio.IMAGE))
-            shape = rgb.shape[:2]
+            sizes[rgb.shape[:2]] = sizes.get(rgb.shape[:2], 0) + 1
             n += 1
             if bar is not None:
                 bar.update()
@@ -186,7 +195,9 @@ def make_bag(
         bar.close()
     return {
         "path": str(out), "frames": n, "topic": topic, "type": msgtype, "labels_topic": labels_topic or None,
-        "size": list(shape) if shape else None, "storage": storage, "rate": rate,
+        # size: the one size of every frame (None when they differ); sizes: {"HxW": frames}
+        "size": list(next(iter(sizes))) if len(sizes) == 1 else None,
+        "sizes": {f"{h}x{w}": k for (h, w), k in sizes.items()}, "storage": storage, "rate": rate,
     }
 
 
@@ -198,7 +209,9 @@ def _size_arg(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from drn_perception.cli import Parser  # one-line errors, exit 2
+
+    p = Parser(
         prog="drn-make-bag",
         description="Write a rosbag2 (sqlite3 or mcap) of camera frames from generated street scenes "
         "(with ground-truth labels), a video file or a folder of images.",
@@ -233,15 +246,17 @@ def main(argv: list[str] | None = None) -> int:
             start_time=args.start_time, jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
             progress=not args.quiet,
         )
-    except (bagio.BagError, ValueError, OSError) as exc:
-        print(f"drn-make-bag: error: {exc}", file=sys.stderr)
-        return 1
+    except (bagio.BagError, ValueError) as exc:  # the options, the source or the destination
+        return fail("drn-make-bag", exc)
+    except OSError as exc:
+        return fail("drn-make-bag", exc, status=1)
     except KeyboardInterrupt:
         print("drn-make-bag: interrupted; nothing written", file=sys.stderr)
         return 130
-    h, w = summary["size"]
+    sizes = ", ".join(f"{k} ({n})" for k, n in summary["sizes"].items()) if len(summary["sizes"]) > 1 \
+        else next(iter(summary["sizes"]))
     extra = f" + labels on {summary['labels_topic']}" if summary["labels_topic"] else ""
-    print(f"wrote {summary['path']}: {summary['frames']} frames of {h}x{w} (HxW) at {summary['rate']:g} Hz "
+    print(f"wrote {summary['path']}: {summary['frames']} frames of {sizes} (HxW) at {summary['rate']:g} Hz "
           f"on {summary['topic']} ({summary['type']}){extra}, {summary['storage']}")
     return 0
 

@@ -9,18 +9,61 @@ from pathlib import Path
 
 import numpy as np
 
-from drn_perception.ros.replay_plan import ReplayError
+from drn_perception.ros.replay_plan import ReplayError, ReplayFailed
+
+
+LEGEND_ROW = 14  # pixels per legend row
+LEGEND_SWATCH = 10
+LEGEND_FONT_SCALE = 0.4
+LEGEND_BACKGROUND = (32, 32, 32)
+
+
+def legend_width(names) -> int:
+    """Width of the legend panel: a swatch and the longest class name."""
+    import cv2
+
+    longest = max((cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, LEGEND_FONT_SCALE, 1)[0][0] for n in names), default=0)
+    return -(-(4 + LEGEND_SWATCH + 4 + longest + 6) // 4) * 4  # a multiple of 4: video codecs want even sizes
+
+
+def legend_panel(mask: np.ndarray, names, lut: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An RGB panel (height x width) naming the classes in ``mask`` with their colours, the
+    largest first; as many rows as fit, the last one saying how many more there are."""
+    import cv2
+
+    panel = np.empty((height, width, 3), np.uint8)
+    panel[:] = LEGEND_BACKGROUND
+    counts = np.bincount(mask.ravel(), minlength=256)[: len(names)]
+    present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c]]
+    rows = max(1, height // LEGEND_ROW)
+    shown = present if len(present) <= rows else present[: rows - 1]
+    for r, c in enumerate(shown):
+        top = r * LEGEND_ROW + (LEGEND_ROW - LEGEND_SWATCH) // 2
+        panel[top: top + LEGEND_SWATCH, 4: 4 + LEGEND_SWATCH] = lut[c]
+        cv2.putText(panel, names[c], (4 + LEGEND_SWATCH + 4, r * LEGEND_ROW + LEGEND_ROW - 3),
+                    cv2.FONT_HERSHEY_SIMPLEX, LEGEND_FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
+    if len(shown) < len(present):
+        cv2.putText(panel, f"+{len(present) - len(shown)} more", (4, len(shown) * LEGEND_ROW + LEGEND_ROW - 3),
+                    cv2.FONT_HERSHEY_SIMPLEX, LEGEND_FONT_SCALE, (200, 200, 200), 1, cv2.LINE_AA)
+    return panel
 
 
 class OverlayWriter:
-    """Blends frames with their colour masks on a worker thread: PNG files and/or one video."""
+    """Blends frames with their colour masks on a worker thread: PNG files and/or one video.
+
+    With ``names`` (the class names, indexed like ``palette``) each overlay gets a legend panel
+    on its right: the classes in that mask, name and colour, so the colours read without
+    knowing the palette. The blended frame itself is left as it is.
+    """
 
     def __init__(self, directory: Path | None, video: Path | None, palette, alpha: float, fps: float,
-                 overwrite: bool = False):
+                 overwrite: bool = False, names=None):
         from drn_perception.ros import conversions as conv
 
         self.conv = conv
         self.lut = conv.palette_lut(palette)
+        self.names = list(names) if names else None
+        self.legend_width = legend_width(self.names) if self.names else 0
         self.alpha = alpha
         self.fps = fps
         self.video = None
@@ -50,7 +93,7 @@ class OverlayWriter:
 
     def put(self, index: int, image_msg, mask: np.ndarray) -> None:
         if self.error is not None:
-            raise ReplayError(f"writing overlays failed: {self.error}")
+            raise ReplayFailed(f"writing overlays failed: {self.error}")
         self.queue.put((index, image_msg, mask))
 
     def _run(self):
@@ -64,9 +107,10 @@ class OverlayWriter:
                 continue
             try:
                 index, msg, mask = item
-                rgb = self.conv.to_rgb(msg)
-                bgr = cv2.cvtColor(self.conv.blend(rgb, self.conv.colorize(mask, self.lut), self.alpha),
-                                   cv2.COLOR_RGB2BGR)
+                rgb = self.conv.blend(self.conv.to_rgb(msg), self.conv.colorize(mask, self.lut), self.alpha)
+                if self.names:
+                    rgb = np.hstack([rgb, legend_panel(mask, self.names, self.lut, rgb.shape[0], self.legend_width)])
+                bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
                 if self.directory:
                     path = self.directory / f"frame_{index:06d}.png"
                     if not cv2.imwrite(str(path), bgr):
@@ -100,7 +144,7 @@ class OverlayWriter:
             self.video.release()
             self.video = None
         if self.error is not None:
-            raise ReplayError(f"writing overlays failed: {self.error}")
+            raise ReplayFailed(f"writing overlays failed: {self.error}")
         return self.written
 
     def commit(self) -> None:

@@ -36,19 +36,20 @@ import signal
 import sys
 from pathlib import Path
 
+from drn_perception.cli import fail
 from drn_perception.ros import bagio
 from drn_perception.ros.overlay import OverlayWriter
 from drn_perception.ros.replay_loop import OUTPUTS, WARMUP_FRAME_ID, Replay
 from drn_perception.ros.replay_node import (NODE_MODULE, NodeProcess, default_model, started_node_params,
                                             use_large_image_profile)
 from drn_perception.ros.replay_plan import (DEFAULT_IMAGE_TOPIC, DEFAULT_LABELS_TOPIC, BagPlan, Frame, ReplayError,
-                                            inspect_bag)
+                                            ReplayFailed, inspect_bag)
 
 # The replay in parts: replay_plan (input checks), replay_node (the node process), overlay (the
 # overlay writer), replay_loop (connect, play, record, score); this module is the CLI and the
 # library entry point replay(), and names the parts' public objects as before the split.
 __all__ = ["DEFAULT_IMAGE_TOPIC", "DEFAULT_LABELS_TOPIC", "NODE_MODULE", "OUTPUTS", "WARMUP_FRAME_ID", "BagPlan",
-           "Frame", "NodeProcess", "OverlayWriter", "Replay", "ReplayError", "ReplayOptions", "default_model",
+           "Frame", "NodeProcess", "OverlayWriter", "Replay", "ReplayError", "ReplayFailed", "ReplayOptions", "default_model",
            "format_summary", "inspect_bag", "main", "replay", "started_node_params", "use_large_image_profile"]
 
 
@@ -109,6 +110,9 @@ def format_summary(r: dict) -> str:
         lines.append(f"IoU: {per}")
     if r.get("overlays_written"):
         lines.append(f"overlays written: {r['overlays_written']}")
+    if r.get("frame_sizes") and len(r["frame_sizes"]) > 1:
+        lines.append("frame sizes: " + ", ".join(f"{k} ({n})" for k, n in r["frame_sizes"].items()))
+    lines += [f"note: {n}" for n in r.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -120,7 +124,9 @@ def _param_arg(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from drn_perception.cli import Parser  # one-line errors, exit 2
+
+    p = Parser(
         prog="drn-replay",
         description="Replay a rosbag2 through seg_node over DDS, record its masks into a new bag and report "
         "drops, latency, throughput and (with ground truth in the bag) IoU.",
@@ -197,9 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = replay(options_from_args(args), ros_args)
-    except (ReplayError, bagio.BagError) as exc:
-        print(f"drn-replay: error: {exc}", file=sys.stderr)
-        return 1
+    except ReplayFailed as exc:  # the run itself failed (node, DDS, disk)
+        return fail("drn-replay", exc, status=1)
+    except (ReplayError, bagio.BagError) as exc:  # the options or the input bag
+        return fail("drn-replay", exc)
     except KeyboardInterrupt:
         print("drn-replay: interrupted; nothing written to OUT_BAG", file=sys.stderr)
         return 130

@@ -16,13 +16,43 @@ import numpy as np
 from drn_perception.ros import bagio
 from drn_perception.ros.overlay import OverlayWriter
 from drn_perception.ros.replay_node import NodeProcess, default_model, started_node_params, use_large_image_profile
-from drn_perception.ros.replay_plan import ReplayError, inspect_bag
+from drn_perception.ros.replay_plan import ReplayError, ReplayFailed, inspect_bag
 
 OUTPUTS = ("mask", "color_mask", "overlay", "confidence")
 WARMUP_FRAME_ID = "drn_replay_warmup"
 
 if TYPE_CHECKING:
     from drn_perception.ros.replay import ReplayOptions
+
+
+# Header stamps further than this from the wall clock at publish make the node's stamp latency meaningless.
+STALE_STAMP_S = 1.0
+DEMO_MODEL_NOTE = ("demo model trained on generated street scenes; not for a real camera — see docs/training.md "
+                   "(its mIoU here says how well it knows the generator's scenes, not real streets)")
+
+
+def is_demo_model(model) -> bool:
+    """Whether ``model`` is the package's shipped demo model (drn_perception/assets)."""
+    if model is None:
+        return False
+    from drn_perception.default_model import default_model_path
+
+    try:
+        return Path(model).resolve() == Path(default_model_path()).resolve()
+    except OSError:
+        return False
+
+
+def frame_sizes(plan, mask_sizes: dict) -> dict:
+    """The report's frame_size (the one size of every frame, else None) and frame_sizes
+    ({"HxW": frames}): from the bag for raw images, from the received masks (which are at input
+    size) for compressed ones, whose size only shows once decoded."""
+    sizes = plan.sizes or mask_sizes
+    out = {"frame_size": list(next(iter(sizes))) if len(sizes) == 1 else None,
+           "frame_sizes": {f"{h}x{w}": n for (h, w), n in sorted(sizes.items())}}
+    if not plan.sizes:
+        out["frame_sizes_from"] = "masks"
+    return out
 
 
 def _percentiles(values) -> dict:
@@ -63,10 +93,8 @@ class Replay:
 
     def run(self) -> dict:
         o = self.o
-        with bagio.BagReader(o.in_bag) as reader:
-            plan = inspect_bag(reader, o.image_topic, o.labels_topic)
+        # The cheap checks first: reading every message of a large bag takes a while.
         classes = self._class_config()
-        storage = o.storage or plan.storage
         model = None
         if o.start_node:
             model = Path(o.model) if o.model else default_model()
@@ -74,19 +102,22 @@ class Replay:
                 raise ReplayError(
                     f"model file not found: {model}" + ("" if o.model else " (the default model is not installed; "
                                                              "pass --model <model.onnx>)"))
+        with bagio.BagReader(o.in_bag) as reader:
+            plan = inspect_bag(reader, o.image_topic, o.labels_topic)
+        storage = o.storage or plan.storage
         frames = plan.frames
         span = (frames[-1].bag_time - frames[0].bag_time) / 1e9 if len(frames) > 1 else 0.0
         bag_rate = (len(frames) - 1) / span if span > 0 else 10.0
         overlays = None
         if o.overlays or o.overlay_video:
             overlays = OverlayWriter(o.overlays, o.overlay_video, classes.palette, o.overlay_alpha,
-                                     fps=min(max(bag_rate, 1.0), 120.0), overwrite=o.overwrite)
+                                     fps=min(max(bag_rate, 1.0), 120.0), overwrite=o.overwrite, names=classes.classes)
         node_proc = None
         try:
             try:
                 import rclpy
             except ImportError as exc:
-                raise ReplayError(f"drn-replay needs rclpy and the ROS message packages ({exc}): source a ROS 2 "
+                raise ReplayFailed(f"drn-replay needs rclpy and the ROS message packages ({exc}): source a ROS 2 "
                                   "install or pip install -r requirements.txt") from None
 
             from rclpy.signals import SignalHandlerOptions
@@ -190,7 +221,7 @@ class Replay:
                         "; a node with best-effort input loses frames over 512 KiB unless this process uses "
                         "config/fastdds_large_images.xml (FASTDDS_DEFAULT_PROFILES_FILE) or the node runs with "
                         "input_reliability:=reliable")
-                    raise ReplayError(
+                    raise ReplayFailed(
                         f"no masks came back on {output_prefix}/mask within {o.timeout:g} s for "
                         f"{result['frames_published']} published frames{hint}")
             # OUT_BAG is now committed (renamed into place).
@@ -201,13 +232,27 @@ class Replay:
         result.update({
             "in_bag": str(o.in_bag), "out_bag": str(o.out_bag), "storage": storage,
             "image_topic": plan.image_topic, "image_type": plan.image_type, "labels_topic": plan.labels_topic,
-            "frame_size": list(plan.size) if plan.size else None, "bag_rate_hz": bag_rate,
+            **frame_sizes(plan, result.pop("mask_sizes")), "bag_rate_hz": bag_rate,
             "mode": "as_fast_as_node" if o.as_fast_as_node else "timed",
             "rate_factor": None if o.as_fast_as_node else o.rate_factor,
             "node": {"started": node_proc is not None, "model": str(model) if model else None,
+                     "demo_model": is_demo_model(model),
                      "input_topic": publish_topic, "output_prefix": output_prefix,
                      "diagnostics": dict(diagnostics)},
         })
+        notes = result.setdefault("notes", [])
+        age = result.pop("stamp_age_s")
+        if age is not None and abs(age) > STALE_STAMP_S:
+            # The node's latency_stamp_* is "mask published minus header stamp": with the bag's
+            # old stamps it measures the bag's age, not the node. latency_ms is the replay's own.
+            dropped = sorted(k for k in result["node"]["diagnostics"] if k.startswith("latency_stamp_"))
+            for k in dropped:
+                del result["node"]["diagnostics"][k]
+            notes.append(f"the bag's header stamps are {age:.0f} s {'old' if age > 0 else 'in the future'}, so the "
+                         "node's latency_stamp_* (mask published minus header stamp) would measure that, not the node: "
+                         "omitted; latency_ms is publish -> mask received")
+        if result["node"]["demo_model"]:
+            notes.append(DEMO_MODEL_NOTE)
         return result
 
     def _wait_connected(self, pub, subs, node_proc, publish_topic, output_prefix):
@@ -222,7 +267,7 @@ class Replay:
             if time.monotonic() > end:
                 missing = [publish_topic] if pub.get_subscription_count() < 1 else []
                 missing += [s.topic_name for s in subs.values() if s.get_publisher_count() < 1]
-                raise ReplayError(
+                raise ReplayFailed(
                     f"{what} did not connect within {self.o.startup_timeout:g} s (nobody on "
                     f"{', '.join(missing)}); is it running with the same ROS_DOMAIN_ID?")
             time.sleep(0.02)
@@ -250,7 +295,7 @@ class Replay:
                     continue
                 if kind == "mask" and bagio.header_stamp(bagio.deserialize(raw_out, bagio.IMAGE)) == warm:
                     return warm  # later copies and its optional outputs are ignored by stamp
-        raise ReplayError(f"the node did not answer a warm-up frame within {self.o.startup_timeout:g} s")
+        raise ReplayFailed(f"the node did not answer a warm-up frame within {self.o.startup_timeout:g} s")
 
     def _loop(self, reader, writer, plan, pub, received, node_proc, classes, overlays) -> dict:
         o = self.o
@@ -265,6 +310,8 @@ class Replay:
         got_mask: dict[int, float] = {}  # stamp -> receive time
         superseded: set[int] = set()
         outputs_seen: dict[str, set] = {k: set() for k in o.record}
+        mask_sizes: dict[tuple, int] = {}  # (height, width) of the received masks (= of their frames)
+        stamp_age: list[float] = []  # wall clock at publish minus the frame's header stamp, seconds
         pending_labels: dict[int, bytes] = {}
         pending_inputs: dict[int, bytes] = {}
         late = duplicates = unexpected = 0
@@ -301,6 +348,8 @@ class Replay:
                 duplicates += 1
                 return
             got_mask[stamp] = t_recv
+            key = (int(msg.height), int(msg.width))
+            mask_sizes[key] = mask_sizes.get(key, 0) + 1
             outputs_seen["mask"].add(stamp)
             if stamp in superseded:
                 superseded.discard(stamp)
@@ -327,7 +376,7 @@ class Replay:
                 gt = np.asarray(lab.data, np.uint8)[: lab.step * lab.height].reshape(lab.height, lab.step)[:, : lab.width]
                 mask = _mask_array(msg)
                 if mask.shape != gt.shape:
-                    raise ReplayError(f"mask for frame {frame.index} is {mask.shape[1]}x{mask.shape[0]} but its "
+                    raise ReplayFailed(f"mask for frame {frame.index} is {mask.shape[1]}x{mask.shape[0]} but its "
                                       f"labels are {gt.shape[1]}x{gt.shape[0]}")
                 bad = gt[(gt >= num_classes) & (gt != 255)]
                 if bad.size:
@@ -403,6 +452,7 @@ class Replay:
             frame_pos[frame.stamp] = len(order)
             order.append(frame.stamp)
             published[frame.stamp] = time.perf_counter()
+            stamp_age.append(time.time() - frame.stamp / 1e9)
             pub.publish(bytes(raw))
             if bar is not None:
                 bar.update()
@@ -430,7 +480,7 @@ class Replay:
             "frames_published": len(order),
             "masks_received": len(got_mask),
             "dropped": len(dropped),
-            "dropped_frames": [frames_by_stamp[s].index for s in dropped][:100],
+            "dropped_frames": [frames_by_stamp[s].index for s in dropped],  # all of them, in order
             "late_masks": late,
             "duplicate_masks": duplicates,
             "unexpected_masks": unexpected,
@@ -440,6 +490,8 @@ class Replay:
             "publish_rate_hz": (len(order) - 1) / (t_last_pub - t_start) if len(order) > 1 and t_last_pub > t_start else None,
             "duration_s": t_end - t_start,
             "metrics": None,
+            "mask_sizes": mask_sizes,
+            "stamp_age_s": float(np.median(stamp_age)) if stamp_age else None,
         }
         if conf is not None:
             from drn_perception.training.metrics import mean_iou, per_class_iou, pixel_accuracy
@@ -459,5 +511,5 @@ class Replay:
 
 def _mask_array(msg) -> np.ndarray:
     if msg.encoding not in ("mono8", "8UC1"):
-        raise ReplayError(f"the node published a {msg.encoding} mask; expected mono8")
+        raise ReplayFailed(f"the node published a {msg.encoding} mask; expected mono8")
     return np.asarray(msg.data, np.uint8)[: msg.step * msg.height].reshape(msg.height, msg.step)[:, : msg.width]

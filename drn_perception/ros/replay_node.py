@@ -9,7 +9,7 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from drn_perception.ros.replay_plan import ReplayError
+from drn_perception.ros.replay_plan import ReplayError, ReplayFailed
 
 NODE_MODULE = "drn_perception.ros.node"
 
@@ -81,7 +81,7 @@ class NodeProcess:
         if code is not None:
             self._reader.join(timeout=2.0)
             last = next((ln for ln in reversed(self.lines) if ln.strip()), "no output")
-            raise ReplayError(f"seg_node exited with code {code} {when}: {last}")
+            raise ReplayFailed(f"seg_node exited with code {code} {when}: {last}")
 
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.proc.poll() is None:

@@ -16,7 +16,11 @@ DEFAULT_LABELS_TOPIC = "/camera/labels"
 
 
 class ReplayError(Exception):
-    """A replay that cannot run or cannot finish; the message says why in one line."""
+    """A replay that cannot run: a mistake in the options or the files they name (one line, exit 2)."""
+
+
+class ReplayFailed(ReplayError):
+    """A replay that started but could not finish: the node, DDS or the disk failed (one line, exit 1)."""
 
 
 @dataclasses.dataclass
@@ -32,7 +36,7 @@ class BagPlan:
     image_type: str
     labels_topic: str | None
     frames: list
-    size: tuple | None
+    sizes: dict  # (height, width) -> number of frames; raw Image topics only (empty for compressed)
     storage: str
     label_stamps: set
     first_raw: bytes
@@ -69,7 +73,7 @@ def inspect_bag(reader: bagio.BagReader, image_topic: str | None, labels_topic: 
     first_raw = b""
     stamps: dict[int, int] = {}
     label_stamps: set[int] = set()
-    size = None
+    sizes: dict[tuple, int] = {}
     n_labels = 0
     topics = [image_topic] + ([labels_topic] if labels_topic else [])
     for topic, bag_time, raw in reader.messages(topics):
@@ -86,7 +90,8 @@ def inspect_bag(reader: bagio.BagReader, image_topic: str | None, labels_topic: 
                 first_raw = bytes(raw)
             frames.append(Frame(len(frames), bag_time, stamp))
             if image_type == bagio.IMAGE:
-                size = (int(msg.height), int(msg.width))
+                key = (int(msg.height), int(msg.width))
+                sizes[key] = sizes.get(key, 0) + 1
         else:
             msg = bagio.decode_checked(raw, bagio.IMAGE, topic, n_labels, reader.path)
             if msg.encoding not in ("mono8", "8UC1"):
@@ -97,4 +102,4 @@ def inspect_bag(reader: bagio.BagReader, image_topic: str | None, labels_topic: 
             label_stamps.add(bagio.header_stamp(msg))
             n_labels += 1
     storage = reader.storage if reader.storage in bagio.STORAGES else "sqlite3"
-    return BagPlan(image_topic, image_type, labels_topic, frames, size, storage, label_stamps, first_raw)
+    return BagPlan(image_topic, image_type, labels_topic, frames, sizes, storage, label_stamps, first_raw)
