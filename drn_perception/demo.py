@@ -13,17 +13,18 @@ machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST unless you set it).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from pathlib import Path
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
     from drn_perception.ros.make_bag import _size_arg
 
-    p = argparse.ArgumentParser(prog="drn-demo", description=__doc__.split("\n\n")[0])
+    from drn_perception.cli import Parser  # one-line errors, exit 2
+
+    p = Parser(prog="drn-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
     p.add_argument("--frames", type=int, default=30, help="generated frames (default 30)")
     p.add_argument("--size", type=_size_arg, default=(256, 512), help="HxW (default 256x512)")
@@ -37,23 +38,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.frames < 1:
+        parser.error(f"argument --frames: must be >= 1, got {args.frames}")
+    if args.rate_factor is not None and args.rate_factor <= 0:
+        parser.error(f"argument --rate-factor: must be positive, got {args.rate_factor:g}")
+    from drn_perception.ros.make_bag import SCENE_SIDES
+
+    if not all(SCENE_SIDES[0] <= v <= SCENE_SIDES[1] for v in args.size):
+        parser.error(f"argument --size: generated scenes are {SCENE_SIDES[0]}..{SCENE_SIDES[1]} pixels a side")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     from drn_perception.ros import bagio
     from drn_perception.ros.make_bag import make_bag
-    from drn_perception.ros.replay import ReplayError, ReplayOptions, default_model, format_summary, replay
+    from drn_perception.cli import fail
+    from drn_perception.ros.replay import ReplayError, ReplayFailed, ReplayOptions, default_model, format_summary, \
+        replay
 
     out: Path = args.out
     try:
         model = args.model or default_model()
     except ReplayError as exc:
-        print(f"drn-demo: error: {exc}", file=sys.stderr)
-        return 1
+        return fail("drn-demo", exc)
     if not Path(model).is_file():
-        print(f"drn-demo: error: model file not found: {model}"
-              + ("" if args.model else " (the default model is not installed; pass --model <model.onnx>)"),
-              file=sys.stderr)
-        return 1
+        return fail("drn-demo", f"model file not found: {model}"
+                    + ("" if args.model else " (the default model is not installed; pass --model <model.onnx>)"))
     t0 = time.perf_counter()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -68,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             overlays=out / "overlays", overlay_video=video, report=out / "report.json",
             overwrite=True, progress=not args.quiet,
         ))
-    except (ReplayError, bagio.BagError, ValueError, OSError) as exc:
-        print(f"drn-demo: error: {exc}", file=sys.stderr)
-        return 1
+    except (ReplayFailed, OSError) as exc:
+        return fail("drn-demo", exc, status=1)
+    except (ReplayError, bagio.BagError, ValueError) as exc:
+        return fail("drn-demo", exc)
     except KeyboardInterrupt:
         print("drn-demo: interrupted", file=sys.stderr)
         return 130

@@ -86,7 +86,7 @@ def test_labels_only_export_and_cli(tiny_checkpoint, tmp_path):
 def test_cli_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "drn_perception.deploy.export", str(tmp_path / "nope.pt"),
                         "--out", str(tmp_path / "x.onnx")], capture_output=True, text=True)
-    assert r.returncode == 1
+    assert r.returncode == 2  # a user error: argparse's status
     assert "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.onnx").exists()
 

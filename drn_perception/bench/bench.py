@@ -2,8 +2,8 @@
 
 One command measures one or more models at one or more sizes on several *paths* (a backend
 plus precision/layout choices), interleaved round by round so background load hits every
-path alike, and writes a markdown table (machine, versions, load, date) under
-benchmarks/results/:
+path alike, and writes a markdown table (machine, versions, load, date) under runs/bench/
+(the project's recorded results go to benchmarks/results/ with --results-dir):
 
     drn-bench --arch drn_c_26 --size 512x1024 --paths torch,torch-bf16,onnxruntime,onnxruntime-int8
     drn-bench --model drn_perception/assets/drn_c_26_w025_synthetic.onnx --compare onnxruntime,onnxruntime-int8
@@ -45,6 +45,10 @@ from drn_perception.bench import machine
 # First seed of the synthetic "test" split (data/synthetic_dataset.SPLIT_SEEDS): never trained
 # or calibrated on.
 EVAL_SEED0 = 20_000_000
+
+
+DEFAULT_PATHS = "torch,onnxruntime,onnxruntime-int8"
+DEFAULT_ONNX_PATHS = "onnxruntime,onnxruntime-int8"
 
 
 @dataclass(frozen=True)
@@ -630,7 +634,9 @@ def sections_json(sections: list[dict]) -> list[dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="drn-bench", description=__doc__.splitlines()[0],
+    from drn_perception.cli import Parser  # one-line errors, exit 2
+
+    p = Parser(prog="drn-bench", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="paths:\n" + "\n".join(f"  {n:18s} {s.about}" for n, s in PATHS.items()))
     src = p.add_argument_group("model")
@@ -643,8 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--engine", type=Path, help="TensorRT engine for the tensorrt path")
     src.add_argument("--openvino-int8-model", type=Path, help="an already quantised OpenVINO IR .xml for openvino-int8")
     run = p.add_argument_group("what to run")
-    run.add_argument("--paths", default="torch,onnxruntime,onnxruntime-int8",
-                     help="comma-separated paths to time; the first is the reference (default %(default)s)")
+    run.add_argument("--paths",
+                     help="comma-separated paths to time; the first is the reference (default "
+                          f"{DEFAULT_PATHS}; for an .onnx --model without a .pt of the same name beside it "
+                          f"{DEFAULT_ONNX_PATHS})")
     run.add_argument("--compare", help="comma-separated paths: labels and mIoU only, no timing")
     run.add_argument("--size", default="512x1024", help="HxW, comma-separated for several (default 512x1024)")
     run.add_argument("--batch", type=int, default=1, help="frames per timed call (default 1)")
@@ -665,8 +673,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "labels only when no confidence is asked for)")
     run.add_argument("--skip-unavailable", action="store_true", help="note a path that cannot open instead of failing")
     out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, help="markdown file (default benchmarks/results/<date>-<model>-<size>.md)")
-    out.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"))
+    out.add_argument("--out", type=Path, help="markdown file (default <results-dir>/<date>-<model>-<size>.md)")
+    out.add_argument("--results-dir", type=Path, default=Path("runs/bench"),
+                     help="folder of the tables (default runs/bench; the project's recorded results are "
+                          "written to benchmarks/results/ with --results-dir benchmarks/results)")
     out.add_argument("--json", type=Path, help="also write every timing as JSON")
     out.add_argument("--no-write", action="store_true", help="print the table only")
     out.add_argument("--quiet", action="store_true")
@@ -683,7 +693,24 @@ def _names(text: str, what: str) -> list[str]:
     return names
 
 
+def default_paths(model: Path | None) -> str:
+    """The timed paths when --paths is not given: an exported .onnx alone has no torch path."""
+    if model is not None and model.suffix == ".onnx" and not model.with_suffix(".pt").is_file():
+        return DEFAULT_ONNX_PATHS
+    return DEFAULT_PATHS
+
+
 def run(args, argv: list[str], log=print) -> tuple[str, list[dict]]:
+    if args.model is not None and not args.model.is_file():
+        raise BenchError(f"model file not found: {args.model}")
+    if args.model is None:
+        from drn_perception.models.drn import ARCHS
+
+        unknown = [a.strip() for a in args.arch.split(",") if a.strip() and a.strip() not in ARCHS]
+        if unknown:
+            raise BenchError(f"unknown --arch {', '.join(unknown)}: choose from {', '.join(ARCHS)}")
+    if args.paths is None:
+        args.paths = default_paths(args.model)
     if args.compare:
         path_names = _names(args.compare, "compare path")
         args.repeats, args.cameras = 0, 0
