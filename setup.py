@@ -21,7 +21,8 @@ setup(
     # install (python3-numpy, python3-opencv, python3-yaml) and torch from JetPack.
     # rosbags: seg_node reads every frame with its deserialiser (and drn-replay writes bags with it).
     # simplejpeg: strict JPEG decoding, so a corrupt compressed frame is reported, not silently repaired.
-    install_requires=["numpy", "pyyaml", "rosbags", "simplejpeg"],
+    # tqdm: the progress bars of drn-replay, drn-make-bag and the scene generator.
+    install_requires=["numpy", "pyyaml", "rosbags", "simplejpeg", "tqdm"],
     extras_require={
         "onnx": ["onnx", "onnxruntime"],
         "openvino": ["openvino", "nncf"],  # OpenVINO backend (CPU, Intel GPU/NPU) and its int8 tool
@@ -37,7 +38,6 @@ setup(
     entry_points={
         "console_scripts": [
             "seg_node = drn_perception.ros.node:main",
-            "replay = drn_perception.ros.replay:main",
             "drn-replay = drn_perception.ros.replay:main",
             "drn-make-bag = drn_perception.ros.make_bag:main",
             "drn-demo = drn_perception.demo:main",
