@@ -1,4 +1,9 @@
 """DRN family: exact reference parameter counts, reference layout, checkpoint formats."""
+import re
+import shlex
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -19,9 +24,13 @@ REFERENCE_PARAMS = {
     "drn_c_42": 31_234_744,
     "drn_c_58": 41_591_608,
     "drn_d_22": 16_393_752,
+    "drn_d_24": 21_114_392,
     "drn_d_38": 26_501_912,
+    "drn_d_40": 31_222_552,
     "drn_d_54": 35_809_176,
+    "drn_d_56": 40_529_816,
     "drn_d_105": 54_801_304,
+    "drn_d_107": 59_521_944,
 }
 
 
@@ -32,7 +41,19 @@ def test_parameter_count_equals_reference(arch):
 
 
 def test_every_variant_is_covered():
-    assert set(ARCHS) == set(REFERENCE_PARAMS)
+    assert set(ARCHS) == set(REFERENCE_PARAMS) and len(ARCHS) == 12
+
+
+def test_two_block_degridding_variants():
+    """D-24/40/56/107: the D layout with two conv layers in levels 7 and 8 (dilation 2, 1)."""
+    for arch, base in (("drn_d_24", "drn_d_22"), ("drn_d_40", "drn_d_38"), ("drn_d_56", "drn_d_54"),
+                       ("drn_d_107", "drn_d_105")):
+        with torch.device("meta"):  # structure only
+            m, b = build_drn(arch), build_drn(base)
+        convs = [c for c in m.layer7 if isinstance(c, torch.nn.Conv2d)]
+        assert [c.dilation[0] for c in convs] == [2, 2]
+        assert [c.dilation[0] for c in m.layer8 if isinstance(c, torch.nn.Conv2d)] == [1, 1]
+        assert len(m.layer5) == len(b.layer5) and len(b.layer7) == 3  # one conv+bn+relu in the base variant
 
 
 @pytest.mark.parametrize("arch", ["drn_c_26", "drn_d_22", "drn_a_50"])
@@ -107,27 +128,82 @@ def test_authors_segmentation_checkpoint_loads_and_reproduces(tmp_path):
     # As released: a bare state_dict, architecture recognised from the tensors.
     bare = tmp_path / "drn_d_22_cityscapes.pth"
     torch.save(ref.state_dict(), bare)
-    for path in (wrapped, bare):
+    # As written by the authors' PyTorch < 0.4: no BatchNorm num_batches_tracked tensors, no
+    # _metadata versions, the legacy (non-zip) serialisation; resume dict without 'arch'.
+    old_state = {k: v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert len(old_state) < len(ref.state_dict())
+    pre04 = tmp_path / "pre04.pth"
+    torch.save(old_state, pre04, _use_new_zipfile_serialization=False)
+    pre04_dp = tmp_path / "pre04_resume.pth.tar"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in old_state.items()}, "best_prec1": 0.1},
+               pre04_dp, _use_new_zipfile_serialization=False)
+    with torch.no_grad():
+        expected = ref(x)
+    for path in (wrapped, bare, pre04, pre04_dp):
         model, info = load_checkpoint(path)
         assert info["arch"] == "drn_d_22" and info["num_classes"] == 19
-        assert torch.equal(_labels(model, x), _labels(ref, x))
+        with torch.no_grad():
+            assert torch.equal(model(x), expected)  # same weights and statistics, bit for bit
 
 
-def test_infer_arch_distinguishes_variants():
-    for arch in ("drn_c_26", "drn_c_42", "drn_d_38"):
-        assert infer_arch(DRNSeg(arch, 3).state_dict(), "base.") == arch
+@pytest.mark.parametrize("arch", ["drn_c_26", "drn_c_42", "drn_d_22", "drn_d_24", "drn_d_38", "drn_d_40"])
+def test_infer_arch_distinguishes_variants(arch):
+    state = DRNSeg(arch, 3).state_dict()
+    assert infer_arch(state, "base.") == arch
+    assert infer_arch({k: v for k, v in state.items() if "num_batches_tracked" not in k}, "base.") == arch
+    assert infer_arch(build_drn(arch).state_dict()) == arch  # classification layout
 
 
 def test_imagenet_checkpoint_initialises_backbone(tmp_path):
+    torch.manual_seed(1)
     cls = build_drn("drn_c_26")
-    path = tmp_path / "drn_c_26-imagenet.pth"
-    torch.save(cls.state_dict(), path)
-    seg = DRNSeg("drn_c_26", 19)
-    load_backbone(seg, path)
-    assert torch.equal(seg.base[0].weight, cls.conv1.weight)
-    assert torch.equal(seg.base[10][0].conv2.weight, cls.layer8[0].conv2.weight)
-    with pytest.raises(CheckpointError, match="does not fit"):
-        load_backbone(DRNSeg("drn_d_22", 19), path)
+    with torch.no_grad():
+        cls.bn1.running_mean.uniform_(-0.1, 0.1)
+    old = {k: v for k, v in cls.state_dict().items() if not k.endswith("num_batches_tracked")}
+    layouts = {  # every layout the authors' classify.py / model zoo writes
+        "drn_c_26-ddedf421.pth": cls.state_dict(),
+        "pre04.pth": old,
+        "checkpoint_latest.pth.tar": {"epoch": 90, "arch": "drn_c_26", "best_prec1": torch.tensor(75.0),
+                                      "state_dict": {f"module.{k}": v for k, v in old.items()}},
+    }
+    for name, obj in layouts.items():
+        path = tmp_path / name
+        torch.save(obj, path, _use_new_zipfile_serialization=name != "pre04.pth")
+        seg = DRNSeg("drn_c_26", 19)
+        load_backbone(seg, path)
+        assert torch.equal(seg.base[0].weight, cls.conv1.weight)
+        assert torch.equal(seg.base[1].running_mean, cls.bn1.running_mean)
+        assert torch.equal(seg.base[10][0].conv2.weight, cls.layer8[0].conv2.weight)
+    with pytest.raises(CheckpointError, match=r"does not fit the drn_d_22 backbone: \d+ missing: layer0\.0\.weight.*"
+                                              r"\d+ unexpected: conv1\.weight.*\(the file holds drn_c_26\)"):
+        load_backbone(DRNSeg("drn_d_22", 19), tmp_path / "pre04.pth")
+
+
+def test_segmentation_checkpoint_as_backbone_points_to_init(tmp_path):
+    path = tmp_path / "drn_c_26_cityscapes.pth"
+    torch.save(DRNSeg("drn_c_26", 19, width=0.25).state_dict(), path)
+    with pytest.raises(CheckpointError, match="segmentation checkpoint.*--init instead of --pretrained"):
+        load_backbone(DRNSeg("drn_c_26", 19), path)
+
+
+def test_misfit_lists_missing_unexpected_and_wrong_shape_keys(tmp_path):
+    state = DRNSeg("drn_c_26", 19).state_dict()
+    state["base.0.weight"] = torch.zeros(16, 3, 5, 5)
+    del state["base.10.0.bn2.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "mixed.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path, arch="drn_c_26")
+    msg = str(err.value)
+    assert "1 missing: base.10.0.bn2.weight" in msg and "1 unexpected: extra.weight" in msg
+    assert "1 wrong shape (file vs model): base.0.weight [16, 3, 5, 5] vs [16, 3, 7, 7]" in msg
+    assert "\n" not in msg
+    # A long list is counted, with the first few named.
+    big = tmp_path / "d22.pt"
+    torch.save(DRNSeg("drn_d_22", 3).state_dict(), big)
+    with pytest.raises(CheckpointError, match=r"does not fit drn_c_26: \d\d+ missing: base\.0\.weight, .*, \.\.\. \d+ more"):
+        load_checkpoint(big, arch="drn_c_26")
 
 
 def test_own_checkpoint_round_trip_is_weights_only(tmp_path):
@@ -145,11 +221,24 @@ class _Payload:
         return (print, ("code ran while loading",))
 
 
-def test_pickled_code_is_refused(tmp_path):
+def test_pickled_code_is_refused_without_inviting_to_run_it(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {}, "x": _Payload()}, path)
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
+    msg = str(err.value)
+    assert re.search(r"holds pickled Python code \(\S*print\), not only tensors, and will not be loaded", msg)
+    assert "likely succeed" not in msg and "\n" not in msg and "code ran" not in capsys.readouterr().out
+    # The conversion it suggests works on a trusted file, and the copy then loads.
+    trusted = tmp_path / "trusted.pth"
+    state = DRNSeg("drn_d_22", 4).state_dict()
+    torch.save({"state_dict": state, "args": _Payload()}, trusted)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(trusted)
+    command = str(err.value).split("python -c ")[1]
+    subprocess.run([sys.executable, "-c", shlex.split(command)[0]], check=True, capture_output=True)
+    model, info = load_checkpoint(tmp_path / "trusted.weights.pth")
+    assert info["arch"] == "drn_d_22" and info["num_classes"] == 4
 
 
 def test_bad_checkpoints_give_clear_errors(tmp_path):
@@ -157,9 +246,10 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="cannot read .*: not a PyTorch checkpoint file") as err:
         load_checkpoint(junk)
+    assert "weights_only" not in str(err.value)
     cls = tmp_path / "cls.pth"
     torch.save(build_drn("drn_c_26", width=0.25).state_dict(), cls)
-    with pytest.raises(CheckpointError, match="not a segmentation checkpoint"):
+    with pytest.raises(CheckpointError, match="not a segmentation checkpoint: .*classification.*--pretrained"):
         load_checkpoint(cls)

@@ -1,5 +1,8 @@
 """Dilated Residual Networks (Yu, Koltun & Funkhouser, CVPR 2017): DRN-A, DRN-C and DRN-D.
 
+All twelve variants of the authors' drn.py (``VARIANTS``): DRN-A-50; DRN-C-26/42/58;
+DRN-D-22/24/38/40/54/56/105/107 (D-24/40/56/107 have two blocks in the degridding levels 7-8).
+
 The module and parameter layout follows the authors' implementation, so their checkpoints
 load by name: DRN-C has conv1/bn1/relu + layer1..layer8, DRN-D has layer0 + layer1..layer8,
 DRN-A is a ResNet with layers 3-4 dilated. With ``width=1.0`` every variant is exactly the
@@ -200,9 +203,13 @@ VARIANTS: dict[str, Variant] = {
     "drn_c_42": Variant("C", BasicBlock, (1, 1, 3, 4, 6, 3, 1, 1)),
     "drn_c_58": Variant("C", Bottleneck, (1, 1, 3, 4, 6, 3, 1, 1)),
     "drn_d_22": Variant("D", BasicBlock, (1, 1, 2, 2, 2, 2, 1, 1)),
+    "drn_d_24": Variant("D", BasicBlock, (1, 1, 2, 2, 2, 2, 2, 2)),
     "drn_d_38": Variant("D", BasicBlock, (1, 1, 3, 4, 6, 3, 1, 1)),
+    "drn_d_40": Variant("D", BasicBlock, (1, 1, 3, 4, 6, 3, 2, 2)),
     "drn_d_54": Variant("D", Bottleneck, (1, 1, 3, 4, 6, 3, 1, 1)),
+    "drn_d_56": Variant("D", Bottleneck, (1, 1, 3, 4, 6, 3, 2, 2)),
     "drn_d_105": Variant("D", Bottleneck, (1, 1, 3, 4, 23, 3, 1, 1)),
+    "drn_d_107": Variant("D", Bottleneck, (1, 1, 3, 4, 23, 3, 2, 2)),
 }
 ARCHS = tuple(VARIANTS)
 REFERENCE_CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
