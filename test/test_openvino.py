@@ -137,3 +137,18 @@ def test_drn_quantize_writes_an_ir_from_an_image_folder(tiny_onnx_model, tmp_pat
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "--labels-only" in err[0] and "calibration data" in err[1] and "not found" in err[1]
     assert not bad.exists()
+
+
+def test_auto_opens_an_onnx_with_openvino_where_onnxruntime_is_missing(tiny_onnx_model):
+    """auto: ONNX Runtime where installed (fp32 labels, fastest of those that keep them); a
+    machine with only openvino still opens the .onnx (a blocked import is a missing package)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from drn_perception.inference import create_segmenter\n"
+            f"s = create_segmenter({str(tiny_onnx_model)!r}, device='cpu')\n"
+            "print(s.describe())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("openvino:CPU ")
+    assert create_segmenter(tiny_onnx_model, device="cpu").backend == "onnxruntime"

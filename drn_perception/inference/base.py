@@ -91,6 +91,30 @@ def backend_for_path(path: str | Path) -> str:
     raise ValueError(f"cannot tell the backend of {path}: expected one of {known}")
 
 
+def auto_backend(path: str | Path) -> str:
+    """What ``backend: auto`` opens ``path`` with: the first backend in BACKENDS' order that loads
+    its suffix and is importable here (else the first, whose error names the package).
+
+    The measured rule (benchmarks/README.md, "OpenVINO backend"): for an .onnx, ONNX Runtime
+    fp32 is the fastest CPU path that keeps the graph's fp32 labels, on Zen 4 without AMX
+    (DRN-C-26 512x1024: 1.7 s vs OpenVINO f32 1.9 s) and on a Xeon with AMX (1122 vs 1370 ms),
+    so auto stays onnxruntime there, and OpenVINO only where ONNX Runtime is not installed.
+    The faster paths move labels (OpenVINO bf16 ~2x/5x, int8 IR): they are chosen explicitly
+    (backend openvino, or an int8 .xml, which auto opens with openvino). Either way the choice
+    and its precision are in describe(), the node's start-up line.
+    """
+    first = backend_for_path(path)
+    suffix = Path(path).suffix.lower()
+    for name, (module, _, suffixes, _) in BACKENDS.items():
+        if suffix in suffixes:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                continue
+            return name
+    return first
+
+
 def create_segmenter(path: str | Path, backend: str = "auto", device: str = "auto", **options) -> Segmenter:
     """Open ``path`` with ``backend`` ("auto" picks by file type).
 
@@ -105,7 +129,7 @@ def create_segmenter(path: str | Path, backend: str = "auto", device: str = "aut
     if not path.is_file() and not may_build:
         raise FileNotFoundError(f"model file not found: {path}")
     if backend == "auto":
-        backend = backend_for_path(path)
+        backend = auto_backend(path)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose auto, {', '.join(BACKENDS)}")
     module, cls_name, suffixes, pip_name = BACKENDS[backend]
