@@ -108,9 +108,8 @@ def compare_with_torch(pipeline, onnx_path, sizes, seeds=(0, 1)) -> float:
     return same / total
 
 
-def main(argv=None) -> int:
+def build_parser():
     from drn_perception import cli
-    from drn_perception.models.checkpoints import read_checkpoint
 
     p = cli.Parser(prog="drn-export", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path, help="our .pt checkpoint, or the authors' segmentation checkpoint")
@@ -120,6 +119,14 @@ def main(argv=None) -> int:
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sidecar field (VALUE parsed as JSON when it is JSON), e.g. held_out_miou=0.81")
+    return p
+
+
+def main(argv=None) -> int:
+    from drn_perception import cli
+    from drn_perception.models.checkpoints import read_checkpoint
+
+    p = build_parser()
     args = p.parse_args(argv)
     extra = {}
     for item in args.meta:

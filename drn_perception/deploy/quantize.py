@@ -308,7 +308,7 @@ def _input_name(model: Path) -> str:
     return inputs[0]
 
 
-def main(argv=None) -> int:
+def build_parser():
     from drn_perception import cli
 
     p = cli.Parser(prog="drn-quantize", description=__doc__.splitlines()[0])
@@ -335,6 +335,13 @@ def main(argv=None) -> int:
                    help="drop the confidence output (faster: ONNX Runtime computes every output)")
     p.add_argument("--quantize-classifier", action="store_true",
                    help="quantise the last Conv (the classifier) too; by default it stays in float")
+    return p
+
+
+def main(argv=None) -> int:
+    from drn_perception import cli
+
+    p = build_parser()
     args = p.parse_args(argv)
     # Everything the user can get wrong is checked before calibration starts.
     try:
