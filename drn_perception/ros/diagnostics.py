@@ -82,7 +82,7 @@ def camera_status(name: str, st: CameraStats, topics: dict, serving: dict, camer
                       camera_info_exact=st.camera_info_exact)
         if not st.camera_info_in:
             notes.append(f"no camera_info on {camera_info}: none republished")
-    if serving.get("model_switch"):
+    if serving.get("model_switch_state") in ("building", "switching", "failed"):
         notes.append(serving["model_switch"])
     if new_bad:
         level, text = DiagnosticStatus.WARN, f"{new_bad} bad frame(s) dropped since the last report"
@@ -90,5 +90,7 @@ def camera_status(name: str, st: CameraStats, topics: dict, serving: dict, camer
         level, text = DiagnosticStatus.WARN, f"no frames on {values['input_topic']} since the last report"
     else:
         level, text = DiagnosticStatus.OK, f"{new_in} frame(s) in since the last report"
+    if serving.get("model_switch_state") == "failed":  # still serving, on the model it started with
+        level = max(level, DiagnosticStatus.WARN)
     return DiagnosticStatus(level=level, name=name, message="; ".join([text, *notes]), hardware_id=name.split(": ")[-1],
                             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

@@ -40,6 +40,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -48,7 +49,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from drn_perception.default_model import default_model_path
-from drn_perception.inference import BACKENDS, BackendUnavailable, create_segmenter
+from drn_perception.inference import BACKENDS, BackendUnavailable, open_segmenter
 from drn_perception.model_info import IGNORE_LABEL, ClassConfig, cityscapes
 from drn_perception.ros import bagio
 from drn_perception.ros import conversions as conv
@@ -206,12 +207,9 @@ class SegCore:
             if not path.is_file():
                 raise StartupError(f"no model_path given and the default model {path} is not installed: "
                                    "pass model_path:=<model.onnx|.engine|.pt> (drn-export makes one)")
-        try:
-            options = {}
-            if (self.backend == "tensorrt" or path.suffix in BACKENDS["tensorrt"][2]) and (
-                    self.build_engine != "never" or self.onnx_path):
-                options = {"build_engine": self.build_engine, "onnx": self.onnx_path or None}
-            segmenter = create_segmenter(path, self.backend, self.device, **options)
+        try:  # a TensorRT engine still to be built: served on ONNX Runtime meanwhile (SwitchingSegmenter)
+            segmenter = open_segmenter(path, self.backend, self.device, build_engine=self.build_engine,
+                                       onnx=self.onnx_path or None, logger=self.get_logger())
         except FileNotFoundError:
             raise StartupError(f"model file not found: {path}; set model_path to an existing "
                                ".onnx/.engine/.pt file") from None
@@ -282,13 +280,15 @@ class SegCore:
     def _start_inputs(self):
         in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.VOLATILE,
                             reliability=RELIABILITY[self.input_reliability])
+        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=_INFO_KEPT, durability=DurabilityPolicy.VOLATILE,
+                              reliability=RELIABILITY[self.input_reliability])
         for cam in self.cameras:
             cam.subscription = self.create_subscription(
                 CompressedImage if cam.compressed else Image, cam.topic,
                 lambda raw, cam=cam: self._on_frame(raw, cam), in_qos, raw=True)
-            if cam.info_topic:
+            if cam.info_topic:  # small messages: keep several, so none is lost between two callbacks
                 cam.info_subscription = self.create_subscription(
-                    CameraInfo, cam.info_topic, lambda msg, cam=cam: self._on_camera_info(msg, cam), in_qos)
+                    CameraInfo, cam.info_topic, lambda msg, cam=cam: self._on_camera_info(msg, cam), info_qos)
         with self._cond:
             self._stopping = False
         self._worker = threading.Thread(target=self._work, name="seg_worker", daemon=True)
@@ -505,9 +505,9 @@ class SegCore:
         out = {"backend": seg.backend, "device": seg.device, "precision": getattr(seg, "precision", "fp32"),
                "model": str(self.model_file), "arch": seg.info.arch}
         status = getattr(seg, "status", None)
-        if callable(status):
+        if callable(status):  # a model being produced in another process (TensorRT engine build)
             st = status()
-            out["model_switch"] = st.get("message", "") if st.get("state") not in (None, "serving", "switched") else ""
+            out.update(model_switch_state=st["state"], model_switch=st["message"])
         return out
 
     def _publish_diagnostics(self):
@@ -652,16 +652,20 @@ def main(args=None) -> int:
     """Console script ``seg_node``: exit 0 on any sequence of SIGINT/SIGTERM, 1 on a configuration
     error, 2 on a bad command line."""
     args = list(sys.argv if args is None else args)
-    opts = _parse_cli(args)
     try:
-        return _run(args, ManagedSegNode if opts.lifecycle else SegNode)
+        opts = _parse_cli(args)
+        rclpy.init(args=args)
+    except _rclpy.RCLInvalidROSArgsError as exc:
+        sys.stderr.write(f"{NODE_NAME}: error: invalid ROS arguments: {str(exc).split(', at ')[0]}\n")
+        return 2
+    try:
+        return _run(ManagedSegNode if opts.lifecycle else SegNode)
     except KeyboardInterrupt:  # a signal that landed before the handlers below were replaced
         _ignore_signals()
         return 0
 
 
-def _run(args, node_class) -> int:
-    rclpy.init(args=args)
+def _run(node_class) -> int:
     node = None
     code = 0
     try:
