@@ -356,8 +356,11 @@ def test_launch_file_names_the_installed_executable_and_params_file():
         value = next(k.value for k in call.keywords if k.arg == name)
         return constants[value.id] if isinstance(value, ast.Name) else ast.literal_eval(value)
 
-    nodes = [c for c in calls if getattr(c.func, "id", getattr(c.func, "attr", None)) == "Node"]
+    # the node's keywords (package, executable, ...) are given once, shared by Node and LifecycleNode
+    nodes = [c for c in calls if {"package", "executable"} <= {k.arg for k in c.keywords}]
     assert len(nodes) == 1
+    kinds = {getattr(c.func, "id", getattr(c.func, "attr", None)) for c in calls}
+    assert {"Node", "LifecycleNode"} <= kinds
     assert kwarg(nodes[0], "package") == "drn_perception"
     executable = kwarg(nodes[0], "executable")
     setup = ast.parse((REPO / "setup.py").read_text())
@@ -373,7 +376,8 @@ def test_launch_file_names_the_installed_executable_and_params_file():
         assert name in strings and (REPO / "config" / name).is_file()
         assert any(fnmatch.fnmatch(f"config/{name}", g) for g in globs), f"setup.py does not install {name}"
     arguments = {ast.literal_eval(c.args[0]) for c in calls if getattr(c.func, "id", "") == "DeclareLaunchArgument"}
-    assert {"model", "backend", "params_file", "image_topic", "namespace", "use_sim_time"} <= arguments
+    assert {"model", "backend", "params_file", "image_topic", "namespace", "use_sim_time", "lifecycle",
+            "autostart"} <= arguments
     assert any(getattr(c.func, "id", "") == "SetEnvironmentVariable" for c in calls)
 
 
