@@ -81,7 +81,6 @@ class ModelInfo:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     width: float = 1.0
-    size_multiple: int = 8
     checkpoint_sha256: str = ""
 
     @property

@@ -97,12 +97,15 @@ def test_profile_parsing_and_checks():
     assert str(p) == DEFAULT_SHAPES
     assert Profile.parse("1x256x512/2x512x1024/4x1024x2048").opt == (2, 512, 1024, 3)
     assert Profile.from_dict(p.to_dict()) == p
-    for bad, words in [("1x256x512", "MIN/OPT/MAX"), ("1x256x513/1x512x1024/4x1024x2048", "multiples of 8"),
+    for bad, words in [("1x256x512", "MIN/OPT/MAX"), ("1x7x512/1x512x1024/4x1024x2048", "at least 8"),
+                       ("1x256x512/1x512x1024/4x1024x4", "at least 8"),
                        ("1x256x512x4/1x512x1024/4x1024x2048", "NxHxW"), ("2x256x512/1x512x1024/4x1024x2048", "MIN <= OPT"),
                        ("0x256x512/1x512x1024/4x1024x2048", "<= 0"), ("ax256x512/1x512x1024/4x1024x2048", "NxHxW")]:
         with pytest.raises(ValueError, match=words):
             Profile.parse(bad)
-    assert Profile.parse("1x256x512/1x256x512/1x256x512", size_multiple=16).min == (1, 256, 512, 3)
+    # Any H, W of at least 8: the graph runs every size and crops to it (no multiple-of-8 rule).
+    odd = Profile.parse("1x8x8/1x375x1242/2x1001x2047")
+    assert (odd.min, odd.max) == ((1, 8, 8, 3), (2, 1001, 2047, 3)) and odd.violation((1, 125, 203, 3)) is None
     assert p.violation((1, 512, 1024, 3)) is None
     assert p.violation((9, 512, 1024, 3)) is None  # larger batches are split, not refused
     assert "height 128" in p.violation((1, 128, 1024, 3)) and "--shapes" in p.violation((1, 128, 1024, 3))

@@ -17,7 +17,7 @@ from drn_perception.models.pipeline import SegmentationPipeline
 
 def _varied_batches():
     rng = np.random.default_rng(7)
-    for n, h, w in ((1, 64, 64), (2, 128, 256), (3, 200, 304), (1, 256, 512)):
+    for n, h, w in ((1, 64, 64), (2, 128, 256), (3, 200, 304), (1, 256, 512), (2, 125, 203), (1, 97, 61)):
         scenes = np.stack([generate_scene(100 + i, h, w)[0] for i in range(n)])
         yield scenes
         yield rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)  # noise: no scene prior at all
@@ -51,6 +51,15 @@ def test_graph_is_opset17_dynamic_uint8_and_trt_importable(tiny_onnx_model):
     assert dims[3] == 3 and all(isinstance(d, str) for d in dims[:3])
     outs = {o.name: o.type.tensor_type.elem_type for o in g.graph.output}
     assert outs == {"labels": onnx.TensorProto.INT32, "confidence": onnx.TensorProto.FLOAT}
+    # Outputs are input-sized for any H, W: the crop to the input is inside the graph.
+    for o in g.graph.output:
+        assert [d.dim_param for d in o.type.tensor_type.shape.dim] == dims[:3]
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tiny_onnx_model), providers=["CPUExecutionProvider"])
+    for h, w in ((125, 203), (8, 8), (128, 256)):
+        labels, conf = sess.run(None, {"images": np.zeros((2, h, w, 3), np.uint8)})
+        assert labels.shape == conf.shape == (2, h, w)
 
 
 def test_sidecar_records_model_and_hashes(tiny_onnx_model, tiny_checkpoint):
@@ -58,7 +67,8 @@ def test_sidecar_records_model_and_hashes(tiny_onnx_model, tiny_checkpoint):
     assert meta["arch"] == "drn_c_26" and len(meta["classes"]) == 19 and len(meta["palette"]) == 19
     assert meta["checkpoint_sha256"] == sha256_file(tiny_checkpoint)
     assert meta["onnx_sha256"] == sha256_file(tiny_onnx_model)
-    assert meta["size_multiple"] == 8 and len(meta["mean"]) == 3 and len(meta["std"]) == 3
+    assert len(meta["mean"]) == 3 and len(meta["std"]) == 3
+    assert "size_multiple" not in meta and "multiple" not in meta["accepted_sizes"]
 
 
 def test_metadata_inside_graph_serves_when_sidecar_is_missing(tiny_onnx_model, tmp_path):

@@ -23,6 +23,8 @@ OUTPUTS = ("labels", "confidence")
 TRT_SAFE_OPS = frozenset({
     "Conv", "BatchNormalization", "Relu", "Add", "ConvTranspose", "Resize", "ArgMax", "Cast",
     "Softmax", "ReduceMax", "Transpose", "Sub", "Div", "Mul", "Constant", "Identity",
+    # the crop to input size: Slice ends read from the input's Shape
+    "Shape", "Gather", "Unsqueeze", "Slice",
 })
 METADATA_KEY = "drn_perception"
 
@@ -76,7 +78,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True
         graph.producer_name = "drn_perception"
         onnx.save(graph, tmp)
         if check:
-            agreement = compare_with_torch(pipeline, tmp, sizes=((64, 96), (120, 160)))
+            agreement = compare_with_torch(pipeline, tmp, sizes=((64, 96), (120, 160), (61, 97)))
             if agreement < 0.9999:
                 raise ExportError(f"ONNX Runtime labels agree with PyTorch on only {agreement:.4%} of pixels")
         os.replace(tmp, out)
@@ -84,7 +86,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True
         Path(tmp).unlink(missing_ok=True)
     info.write_json(sidecar_path(out), onnx_sha256=sha256_file(out), opset=OPSET, input=INPUT,
                     outputs=outputs, input_layout="NHWC uint8 RGB", output_layout="NHW int32",
-                    accepted_sizes="H and W multiples of 8, any N",
+                    accepted_sizes="any N, H, W; labels and confidence at input size",
                     exported_with={"torch": torch.__version__, "onnx": onnx.__version__}, **(extra or {}))
     return out
 

@@ -262,7 +262,7 @@ def build_engine(onnx: str | Path, engine: str | Path | None = None, opts: Build
     if problem:
         raise UnsupportedTensorRT(problem)
     info = read_model_info(onnx)
-    profile = Profile.parse(opts.shapes, info.size_multiple)
+    profile = Profile.parse(opts.shapes)
     rt.set_device(device_index)
     env = rt.runtime_env(device_index)
     engine_path = Path(engine) if engine is not None else default_engine_path(onnx, env, opts.precision)
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.onnx.is_file():
             raise FileNotFoundError(f"ONNX model {args.onnx} not found")
         info = read_model_info(args.onnx)
-        profile = Profile.parse(opts.shapes, info.size_multiple)
+        profile = Profile.parse(opts.shapes)
         if args.trtexec_only:
             engine = args.output
             if engine is None:

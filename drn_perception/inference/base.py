@@ -2,8 +2,11 @@
 
 ``Segmenter.infer(images)`` takes a uint8 (N, H, W, 3) RGB batch of any size and returns
 int32 labels (N, H, W) at that size, plus an optional float32 confidence (max softmax
-probability). Frames whose sides are not multiples of the model's stride (8) are padded at
-the bottom/right by edge replication and the result cropped back, so pixels stay aligned.
+probability). Frames run at their own size, as in the authors' code (no padding: padding
+would move labels far from the border, the receptive field spans the frame); graphs made by
+drn-export crop to the input size themselves. A graph exported before that crop (e.g. an
+engine built from one) returns the authors' whole up-sampled map, 8*ceil(H/8) x 8*ceil(W/8)
+aligned top-left, which ``infer`` crops to [:H, :W]; any other output shape is an error.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from drn_perception.model_info import ModelInfo
+
+OUTPUT_STRIDE = 8  # of every DRN: an un-cropped graph returns 8*ceil(H/8) x 8*ceil(W/8)
 
 # backend name -> (module, class, file suffixes it loads, pip package to install)
 BACKENDS = {
@@ -48,22 +53,15 @@ class Segmenter(abc.ABC):
 
     @abc.abstractmethod
     def _run(self, images: np.ndarray, want_confidence: bool) -> SegmentationResult:
-        """Run on a contiguous uint8 (N, H, W, 3) batch whose H and W are multiples of 8."""
+        """Run on a contiguous uint8 (N, H, W, 3) batch of any H and W."""
 
     def infer(self, images: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
         images = check_batch(images)
-        n, h, w, _ = images.shape
-        m = self.info.size_multiple
-        ph, pw = -h % m, -w % m
-        if ph or pw:
-            images = np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
         res = self._run(np.ascontiguousarray(images), want_confidence)
-        if ph or pw:
-            res = SegmentationResult(
-                res.labels[:, :h, :w],
-                None if res.confidence is None else res.confidence[:, :h, :w],
-            )
-        return res
+        return SegmentationResult(
+            crop_to_input(res.labels, images.shape, "labels", self.path.name),
+            None if res.confidence is None else crop_to_input(res.confidence, images.shape, "confidence", self.path.name),
+        )
 
     def describe(self) -> str:
         return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
@@ -80,6 +78,29 @@ def check_batch(images: np.ndarray) -> np.ndarray:
     if min(images.shape[:3]) == 0:
         raise ValueError(f"empty image batch {images.shape}")
     return images
+
+
+def crop_to_input(out: np.ndarray, shape: tuple[int, ...], name: str, model: str) -> np.ndarray:
+    """``out`` (N, H', W') cut to the batch's (N, H, W).
+
+    H' = H (drn-export's graphs), or H' = 8*ceil(H/8) from a graph exported before the crop was
+    in the graph: the authors' up-sampled map, top-left aligned, so [:H, :W] is their output.
+    Any other shape would misalign the mask and is refused.
+    """
+    n, h, w = shape[:3]
+    exact, uncropped = output_shapes(shape)
+    if out.shape == exact:
+        return out
+    if out.shape == uncropped:
+        return np.ascontiguousarray(out[:, :h, :w])
+    raise ValueError(f"{model}: output {name} has shape {out.shape} for input {tuple(shape)}; expected "
+                     f"{exact} (re-export the model with drn-export)")
+
+
+def output_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """The (N, H, W) an output may have for an (N, H, W, 3) input: cropped, or un-cropped (old graphs)."""
+    n, h, w = (int(d) for d in shape[:3])
+    return (n, h, w), (n, -(-h // OUTPUT_STRIDE) * OUTPUT_STRIDE, -(-w // OUTPUT_STRIDE) * OUTPUT_STRIDE)
 
 
 def backend_for_path(path: str | Path) -> str:

@@ -41,6 +41,7 @@ LABELS = "labels"
 CONFIDENCE = "confidence"
 # Batch 1..4, from 256x512 up to 1024x2048, tuned for 512x1024 frames.
 DEFAULT_SHAPES = "1x256x512x3/1x512x1024x3/4x1024x2048x3"
+MIN_SIDE = 8  # smallest profile height/width: one pixel at the network's output stride
 ENGINE_SUFFIX = ".engine"
 _DEFAULT_NAME = re.compile(
     r"^(?P<stem>.+)\.trt(?P<trt>\d+\.\d+\.\d+)\.(?P<gpu>[a-z0-9-]+)\.(?P<precision>fp32|fp16|int8)\.(engine|plan)$"
@@ -192,8 +193,11 @@ class Profile:
     max: Shape
 
     @classmethod
-    def parse(cls, text: str, size_multiple: int = 8) -> "Profile":
-        """"1x256x512x3/1x512x1024x3/4x1024x2048x3" (the x3 may be left out) -> Profile."""
+    def parse(cls, text: str) -> "Profile":
+        """"1x256x512x3/1x512x1024x3/4x1024x2048x3" (the x3 may be left out) -> Profile.
+
+        Any H, W of at least MIN_SIDE: the exported graph runs every size and crops to it.
+        """
         parts = str(text).strip().split("/")
         if len(parts) != 3:
             raise ValueError(f"--shapes needs MIN/OPT/MAX, e.g. {DEFAULT_SHAPES}; got {text!r}")
@@ -209,8 +213,8 @@ class Profile:
                 raise ValueError(f"--shapes: {part!r} is not NxHxW or NxHxWx3 (in {text!r})")
             if min(dims) <= 0:
                 raise ValueError(f"--shapes: {part!r} has a dimension <= 0")
-            if dims[1] % size_multiple or dims[2] % size_multiple:
-                raise ValueError(f"--shapes: height and width must be multiples of {size_multiple}, got {part!r}")
+            if dims[1] < MIN_SIDE or dims[2] < MIN_SIDE:
+                raise ValueError(f"--shapes: height and width must be at least {MIN_SIDE}, got {part!r}")
             shapes.append((dims[0], dims[1], dims[2], dims[3]))
         lo, opt, hi = shapes
         if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):

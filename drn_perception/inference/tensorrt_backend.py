@@ -29,7 +29,7 @@ try:  # cuda-python >= 12.6
 except ImportError:  # older cuda-python (JetPack 5 / CUDA 11, JetPack 6.0 / CUDA 12.2)
     from cuda import cudart
 
-from drn_perception.inference.base import SegmentationResult, Segmenter
+from drn_perception.inference.base import SegmentationResult, Segmenter, output_shapes
 from drn_perception.inference.engine_meta import (
     CONFIDENCE,
     INPUT,
@@ -293,7 +293,7 @@ class TensorRTSegmenter(Segmenter):
         pending = []
         for name, dtype in self._outputs.items():
             shape = dims_tuple(ctx.get_tensor_shape(name))
-            if shape != images.shape[:3]:
+            if shape not in output_shapes(images.shape):  # input size, or un-cropped (engine of an old graph)
                 raise EngineError(f"{self.path.name}: output {name} has shape {shape}, expected {images.shape[:3]}")
             nbytes = nbytes_of(shape, dtype.itemsize)
             dev = self._device_buffers.get(name, nbytes)  # every output needs an address, wanted or not

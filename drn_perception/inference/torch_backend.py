@@ -41,7 +41,7 @@ class TorchSegmenter(Segmenter):
     @torch.inference_mode()
     def _run(self, images: np.ndarray, want_confidence: bool) -> SegmentationResult:
         x = torch.from_numpy(images).to(self.torch_device, non_blocking=True)
-        out = self.pipeline.decode(self.pipeline.logits(x), want_confidence)
+        out = self.pipeline.segment(x, want_confidence)
         if not want_confidence:
             return SegmentationResult(out.cpu().numpy())
         return SegmentationResult(out[0].cpu().numpy(), out[1].cpu().numpy())

@@ -2,8 +2,10 @@
 
 uint8 (N, H, W, 3) RGB -> float /255 -> (x - mean) / std -> NCHW -> DRNSeg logits at input
 size -> argmax -> int32 labels (N, H, W), and optionally the max softmax probability.
-The normalisation is done in the same order as the authors' ToTensor + Normalize, so labels
-match theirs bit for bit on the same image.
+The normalisation is done in the same order as the authors' ToTensor + Normalize, and the
+network gets a contiguous NCHW tensor as theirs does (a permuted, channels-last view would
+pick other convolution kernels), so logits match theirs bit for bit on the same image and
+device. Any H, W: outputs are cropped to input size after up-sampling, inside the graph.
 """
 from __future__ import annotations
 
@@ -22,14 +24,18 @@ class SegmentationPipeline(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float() / 255.0
+        x = images.permute(0, 3, 1, 2).contiguous().float() / 255.0
         return (x - self.mean) / self.std
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Float32 logits (N, C, H, W); the network itself may run in another dtype."""
+        """Float32 logits (N, C, H, W) at input size; the network itself may run in another dtype."""
+        h, w = images.shape[1:3]
+        return self._uncropped_logits(images)[:, :, :h, :w]
+
+    def _uncropped_logits(self, images: torch.Tensor) -> torch.Tensor:
         x = self.normalise(images)
         dtype = self.model.seg.weight.dtype
-        return self.model(x if dtype == torch.float32 else x.to(dtype)).float()
+        return self.model.uncropped(x if dtype == torch.float32 else x.to(dtype)).float()
 
     @staticmethod
     def decode(logits: torch.Tensor, confidence: bool):
@@ -38,5 +44,18 @@ class SegmentationPipeline(nn.Module):
             return labels
         return labels, torch.softmax(logits, dim=1).amax(dim=1)
 
+    def segment(self, images: torch.Tensor, confidence: bool):
+        """Labels (N, H, W) [and confidence] at input size.
+
+        Decoded on the up-sampled map (8*ceil(H/8) x 8*ceil(W/8)), then cropped: per pixel the
+        same as cropping the logits first, and in the exported graph the crop then copies
+        int32 labels and one confidence plane instead of every class's logits.
+        """
+        h, w = images.shape[1:3]
+        out = self.decode(self._uncropped_logits(images), confidence)
+        if not confidence:
+            return out[:, :h, :w]
+        return out[0][:, :h, :w], out[1][:, :h, :w]
+
     def forward(self, images: torch.Tensor):
-        return self.decode(self.logits(images), self.confidence)
+        return self.segment(images, self.confidence)

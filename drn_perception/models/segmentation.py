@@ -4,6 +4,11 @@ Laid out like the authors' ``DRNSeg`` (segment.py) so their checkpoints load by 
 ``base`` is the classification network's children minus avgpool and fc, ``seg`` the 1x1
 classifier (with bias), ``up`` a depthwise ConvTranspose2d (16x16, stride 8, padding 4) whose
 frozen weights are the bilinear kernel.
+
+Any input size works, as in the authors' code: each stride-2 layer rounds up, so the
+up-sampled map is 8*ceil(H/8) x 8*ceil(W/8), aligned top-left with the input; ``forward``
+crops it to [:H, :W] (a view, no copy): the authors' output at input size (``uncropped``
+returns the whole map).
 """
 from __future__ import annotations
 
@@ -47,7 +52,12 @@ class DRNSeg(nn.Module):
         self.up.weight.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised float (N, 3, H, W), H and W multiples of 8 -> logits (N, C, H, W)."""
+        """Normalised float (N, 3, H, W), any H and W -> logits (N, C, H, W) at input size."""
+        h, w = x.shape[-2:]
+        return self.uncropped(x)[:, :, :h, :w]
+
+    def uncropped(self, x: torch.Tensor) -> torch.Tensor:
+        """The authors' output: logits (N, C, 8*ceil(H/8), 8*ceil(W/8)), top-left aligned with x."""
         return self.up(self.seg(self.base(x)))
 
     def optim_parameters(self):
