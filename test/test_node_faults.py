@@ -314,3 +314,14 @@ def test_huge_frames_run_scaled_down_corrupt_jpegs_and_malformed_parameter_reque
         probe.destroy()
         node.destroy_node()
         lenient.destroy_node()
+
+
+def test_installed_params_file_lists_every_parameter_with_its_default():
+    import yaml
+
+    from drn_perception.ros.params import PARAMETERS
+
+    values = yaml.safe_load((REPO / "config" / "seg.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(values) == {p.name for p in PARAMETERS}
+    for p in PARAMETERS:
+        assert values[p.name] == p.default, p.name

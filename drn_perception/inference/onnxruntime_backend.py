@@ -19,6 +19,7 @@ from drn_perception.inference.class_check import check_num_classes, onnx_num_cla
 from drn_perception.model_info import ModelInfo, sidecar_path
 
 METADATA_KEY = "drn_perception"  # same key deploy/export.py writes
+SHRINK_ABOVE_PIXELS = 2048 * 1024  # batch pixels (N*H*W) above which a run returns its arena growth
 
 
 class OnnxRuntimeSegmenter(Segmenter):
@@ -51,6 +52,8 @@ class OnnxRuntimeSegmenter(Segmenter):
             raise ValueError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
         super().__init__(path, _read_info(path, self.session), device)
         self._check_classes(path)
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.input_name = self.session.get_inputs()[0].name
         self.labels_session = self.session
@@ -72,10 +75,14 @@ class OnnxRuntimeSegmenter(Segmenter):
                           "the ONNX graph")
 
     def _run(self, images: np.ndarray, want_confidence: bool) -> SegmentationResult:
+        # ORT's CPU arena keeps what the largest input needed (two 12 Mpx frames: 6 GB, never
+        # returned); a batch over SHRINK_ABOVE_PIXELS gives its growth back right after its run.
+        # Smaller frames keep the arena: shrinking on every run costs time on each frame.
+        run_options = self._shrink if images.shape[0] * images.shape[1] * images.shape[2] > SHRINK_ABOVE_PIXELS else None
         if want_confidence and "confidence" in self.outputs:
-            labels, confidence = self.session.run(["labels", "confidence"], {self.input_name: images})
+            labels, confidence = self.session.run(["labels", "confidence"], {self.input_name: images}, run_options)
             return SegmentationResult(labels, confidence)
-        return SegmentationResult(self.labels_session.run(["labels"], {self.input_name: images})[0])
+        return SegmentationResult(self.labels_session.run(["labels"], {self.input_name: images}, run_options)[0])
 
 
 def labels_only_model(path: str | Path):
