@@ -120,14 +120,15 @@ class TorchPredictor:
         import torch
         import torch.nn.functional as F
 
-        from drn_perception.training.train import normalise, predict_logits
+        from drn_perception.training.train import normalise
 
         h, w = image.shape[:2]
         prob = None
         with torch.no_grad():
             for s in scales:
                 x = torch.from_numpy(np.ascontiguousarray(resize(image, *scaled_size(h, w, s), nearest=False)))
-                logits = predict_logits(self.model, normalise(x[None].to(self.device), self.mean, self.std))
+                # At the frame's own size, as the authors' code and every backend: DRNSeg crops to it.
+                logits = self.model(normalise(x[None].to(self.device), self.mean, self.std))
                 if logits.shape[-2:] != (h, w):
                     logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
                 p = torch.softmax(logits.float(), dim=1)
