@@ -325,3 +325,14 @@ def test_installed_params_file_lists_every_parameter_with_its_default():
     assert set(values) == {p.name for p in PARAMETERS}
     for p in PARAMETERS:
         assert values[p.name] == p.default, p.name
+
+
+def test_the_shipped_demo_model_is_named_as_such_once_at_start_up():
+    proc = start_node()  # no model_path: the package's default model
+    try:
+        seen = wait_started(proc)
+    finally:
+        code, out = stop_node(proc)
+    warns = [ln for ln in (seen + out).splitlines() if "[WARN]" in ln and "demo model" in ln]
+    assert len(warns) == 1 and "not for a real camera" in warns[0] and "docs/training.md" in warns[0], seen + out
+    assert code == 0
