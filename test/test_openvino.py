@@ -152,3 +152,21 @@ def test_auto_opens_an_onnx_with_openvino_where_onnxruntime_is_missing(tiny_onnx
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("openvino:CPU ")
     assert create_segmenter(tiny_onnx_model, device="cpu").backend == "onnxruntime"
+
+
+def test_static_shapes_compile_per_frame_size(tiny_onnx_model):
+    """The NPU mode (one compiled model per frame size), run on the CPU: same labels as the
+    dynamic-shape model, and no more than MAX_STATIC_SHAPES compiled models kept."""
+    from drn_perception.inference.openvino_backend import MAX_STATIC_SHAPES
+
+    dynamic = OpenVinoSegmenter(tiny_onnx_model, device="cpu", precision="f32")
+    static = OpenVinoSegmenter(tiny_onnx_model, device="cpu", precision="f32", static_shapes=True)
+    assert static.compiled is None and static.precision == "f32"
+    sizes = [(40, 64), (48, 64), (56, 72), (64, 96), (32, 48), (40, 64)]
+    for h, w in sizes:
+        x = frames(1, h, w)
+        np.testing.assert_array_equal(static.infer(x).labels, dynamic.infer(x).labels)
+        assert len(static._compiled) <= MAX_STATIC_SHAPES
+    res = static.infer(frames(1, 40, 64), want_confidence=True)
+    assert res.confidence.shape == (1, 40, 64)
+    assert {k[1] for k in static._compiled} >= {(1, 40, 64, 3)}

@@ -21,7 +21,11 @@ int8 and the rest at the chosen float precision; ``precision`` then reads ``int8
 
 OpenVINO computes every output of a compiled graph, so frames whose confidence nobody wants
 run on a second compiled model without the confidence output (as the onnxruntime backend
-does); it is compiled on the first frame that asks for confidence.
+does); the one with confidence is compiled on the first frame that asks for it.
+
+Shapes: the graph's batch, height and width stay dynamic on CPU and GPU. NPUs compile static
+shapes only, so there (or with ``static_shapes=True``) each frame size is compiled on its first
+frame and kept (the latest MAX_STATIC_SHAPES compiled models).
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ METADATA_KEY = "drn_perception"  # the key deploy/export.py writes into the ONNX
 PRECISIONS = ("auto", "f32", "bf16", "f16")
 # OPTIMIZATION_CAPABILITIES entry that says a device can compute in each precision.
 _CAPABILITY = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
+MAX_STATIC_SHAPES = 4  # compiled models kept per output set when compiling per frame size (NPU)
 
 
 def _core() -> ov.Core:
@@ -78,7 +83,8 @@ def resolve_precision(precision: str, device: str, capabilities: list[str]) -> s
 class OpenVinoSegmenter(Segmenter):
     backend = "openvino"
 
-    def __init__(self, path: str | Path, device: str = "auto", precision: str = "auto", threads: int = 0):
+    def __init__(self, path: str | Path, device: str = "auto", precision: str = "auto", threads: int = 0,
+                 static_shapes: bool | None = None):
         path = Path(path)
         if path.suffix.lower() not in (".onnx", ".xml"):
             raise ValueError(f"openvino loads .onnx or OpenVINO IR .xml files, not {path.name}")
@@ -103,38 +109,47 @@ class OpenVinoSegmenter(Segmenter):
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self._core, self._model, self.outputs = core, model, names
         self._lock = threading.Lock()
-        self.compiled = self._compile(labels_only=len(names) > 1)
-        self._full = None if len(names) > 1 else self.compiled
-        self._labels_request = self.compiled.create_infer_request()
-        if ov_device == "CPU":  # what the plugin settled on (an ov.Type: "f32", "bf16")
+        # NPUs compile static shapes only: there each frame size gets its own compiled model.
+        self.static_shapes = ov_device.startswith("NPU") if static_shapes is None else bool(static_shapes)
+        self._compiled: dict[tuple, tuple] = {}  # (labels only, shape or None) -> (compiled model, request)
+        self.compiled = None if self.static_shapes else self._request(True, None)[0]
+        if ov_device == "CPU" and self.compiled is not None:  # what the plugin settled on (an ov.Type)
             compute = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         else:
             compute = hint or f"{ov_device.lower()} default"
         self.precision = f"int8+{compute}" if _is_quantized(model) else compute
 
-    def _compile(self, labels_only: bool):
-        model = self._model
+    def _request(self, labels_only: bool, shape: tuple | None):
+        """The compiled model and infer request for labels only / all outputs (and, with static
+        shapes, for this input shape; the oldest of MAX_STATIC_SHAPES is dropped)."""
+        key = (labels_only, shape if self.static_shapes else None)
+        if key in self._compiled:
+            return self._compiled[key]
+        model = self._model.clone()
         if labels_only:
-            model = model.clone()
             for result in list(model.get_results()):
                 if "labels" not in result.output(0).get_names():
                     model.remove_result(result)
+        if self.static_shapes:
+            model.reshape({model.input(0): list(shape)})
+            if sum(k[1] is not None for k in self._compiled) >= MAX_STATIC_SHAPES:
+                del self._compiled[next(k for k in self._compiled if k[1] is not None)]
         try:
-            return self._core.compile_model(model, self.device, self.config)
-        except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"OpenVINO cannot compile {self.path.name} for {self.device}: "
+            compiled = self._core.compile_model(model, self.device, self.config)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
+            raise ValueError(f"OpenVINO cannot compile {self.path.name} for {self.device}"
+                             f"{f' at {shape}' if self.static_shapes else ''}: "
                              f"{str(exc).strip().splitlines()[0]}") from None
+        self._compiled[key] = (compiled, compiled.create_infer_request())
+        return self._compiled[key]
 
     def _run(self, images: np.ndarray, want_confidence: bool) -> SegmentationResult:
-        with self._lock:
-            if want_confidence and "confidence" in self.outputs:
-                if self._full is None:
-                    self._full = self._compile(labels_only=False)
-                    self._full_request = self._full.create_infer_request()
-                out = self._full_request.infer({0: images}, share_inputs=True)
-                return SegmentationResult(out[self._full.output("labels")], out[self._full.output("confidence")])
-            out = self._labels_request.infer({0: images}, share_inputs=True)
-            return SegmentationResult(out[self.compiled.output("labels")])
+        full = want_confidence and "confidence" in self.outputs
+        with self._lock:  # one infer request per compiled model: one call at a time
+            compiled, request = self._request(not full, images.shape)
+            out = request.infer({0: images}, share_inputs=True)
+            labels = out[compiled.output("labels")]
+            return SegmentationResult(labels, out[compiled.output("confidence")] if full else None)
 
     def describe(self) -> str:
         return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
