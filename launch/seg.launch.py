@@ -102,7 +102,8 @@ def generate_launch_description():
             default_value=EnvironmentVariable(
                 "FASTDDS_DEFAULT_PROFILES_FILE",
                 default_value=os.path.join(share, "config", "fastdds_large_images.xml")),
-            description="Fast DDS XML profile for seg_node (FASTDDS_DEFAULT_PROFILES_FILE)"),
+            description="Fast DDS XML profile for seg_node (FASTDDS_DEFAULT_PROFILES_FILE); default: that "
+                        "variable if set, else " + os.path.join(share, "config", "fastdds_large_images.xml")),
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile")),
         OpaqueFunction(function=_node),
     ])
