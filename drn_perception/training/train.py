@@ -219,18 +219,6 @@ def normalise(images, mean, std):
     return (x - mean) / std
 
 
-def predict_logits(model, x):
-    """Logits at input size for any H, W (reflection-padded to the model's stride of 8)."""
-    import torch.nn.functional as F
-
-    h, w = x.shape[-2:]
-    ph, pw = -h % 8, -w % 8
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-    out = model(x)
-    return out[..., :h, :w]
-
-
 def confusion_on_device(pred, target, num_classes: int):
     import torch
 
@@ -261,7 +249,7 @@ def validate(model, dataset, device, num_classes: int, mean, std, rank: int = 0,
                                    mininterval=1 if sys.stderr.isatty() else 30):
             images, labels = images.to(device), labels.to(device)
             with torch.autocast(device.type, enabled=amp):
-                logits = predict_logits(model, normalise(images, mean, std))
+                logits = model(normalise(images, mean, std))  # any H, W: DRNSeg crops to the input, as the authors' code
             conf += confusion_on_device(logits.argmax(1), labels, num_classes)
     model.train(was_training)
     if world > 1:
