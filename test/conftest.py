@@ -56,3 +56,14 @@ def segmenter(tiny_onnx_model):
     from drn_perception.inference import create_segmenter
 
     return create_segmenter(tiny_onnx_model)
+
+
+@pytest.fixture(scope="module")
+def context():
+    """An rclpy context of its own for one test module's nodes (real DDS, this machine only)."""
+    import rclpy
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)

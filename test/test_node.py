@@ -12,8 +12,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
 from rclpy.serialization import serialize_message
@@ -23,14 +21,6 @@ from drn_perception.default_model import default_model_path
 from drn_perception.model_info import cityscapes
 from ros_helpers import (REPO, Probe, SpinThread, compressed_msg, decoded, diagnostics_values, image_msg,
                          node_env, random_rgb, read_image, start_node, stop_node)
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 def seen_as(rgb, encoding):

@@ -10,8 +10,6 @@ import time
 
 import cv2
 import numpy as np
-import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
@@ -23,14 +21,6 @@ from sensor_msgs.msg import CompressedImage, Image
 from fuzz_frames import corrupt_jpeg, expected_view, frames
 from ros_helpers import (REPO, Probe, SpinThread, compressed_msg, diagnostics_values, image_msg, node_command,
                          node_env, random_rgb, read_image, start_node, stop_node)
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 def latest_diag(probe, name):

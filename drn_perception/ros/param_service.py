@@ -48,34 +48,25 @@ class SafeParameterService(ParameterService):
             response.result = SetParametersResult(successful=False, reason=self._refused("set_parameters_atomically", exc))
             return response
 
-    def _describe_parameters_callback(self, request, response):
+
+def _guarded(name: str, what: str, empty):
+    """rclpy's callback ``name``, answering ``empty(response)`` and logging instead of raising."""
+    base = getattr(ParameterService, name)
+
+    def callback(self, request, response):
         try:
-            return super()._describe_parameters_callback(request, response)
-        except Exception as exc:  # noqa: BLE001
-            self._refused("describe_parameters", exc)
-            response.descriptors = []
+            return base(self, request, response)
+        except Exception as exc:  # noqa: BLE001 - a bad request must not end the node
+            self._refused(what, exc)
+            empty(response)
             return response
 
-    def _get_parameters_callback(self, request, response):
-        try:
-            return super()._get_parameters_callback(request, response)
-        except Exception as exc:  # noqa: BLE001
-            self._refused("get_parameters", exc)
-            response.values = []
-            return response
+    return callback
 
-    def _get_parameter_types_callback(self, request, response):
-        try:
-            return super()._get_parameter_types_callback(request, response)
-        except Exception as exc:  # noqa: BLE001
-            self._refused("get_parameter_types", exc)
-            response.types = []
-            return response
 
-    def _list_parameters_callback(self, request, response):
-        try:
-            return super()._list_parameters_callback(request, response)
-        except Exception as exc:  # noqa: BLE001
-            self._refused("list_parameters", exc)
-            response.result = ListParametersResult()
-            return response
+for _name, _what, _empty in (
+        ("_describe_parameters_callback", "describe_parameters", lambda r: setattr(r, "descriptors", [])),
+        ("_get_parameters_callback", "get_parameters", lambda r: setattr(r, "values", [])),
+        ("_get_parameter_types_callback", "get_parameter_types", lambda r: setattr(r, "types", [])),
+        ("_list_parameters_callback", "list_parameters", lambda r: setattr(r, "result", ListParametersResult()))):
+    setattr(SafeParameterService, _name, _guarded(_name, _what, _empty))
