@@ -116,13 +116,14 @@ def auto_backend(path: str | Path) -> str:
     """What ``backend: auto`` opens ``path`` with: the first backend in BACKENDS' order that loads
     its suffix and is importable here (else the first, whose error names the package).
 
-    The measured rule (benchmarks/README.md, "OpenVINO backend"): for an .onnx, ONNX Runtime
-    fp32 is the fastest CPU path that keeps the graph's fp32 labels, on Zen 4 without AMX
-    (DRN-C-26 512x1024: 1.7 s vs OpenVINO f32 1.9 s) and on a Xeon with AMX (1122 vs 1370 ms),
-    so auto stays onnxruntime there, and OpenVINO only where ONNX Runtime is not installed.
-    The faster paths move labels (OpenVINO bf16 ~2x/5x, int8 IR): they are chosen explicitly
-    (backend openvino, or an int8 .xml, which auto opens with openvino). Either way the choice
-    and its precision are in describe(), the node's start-up line.
+    The measured rule (benchmarks/README.md, "the OpenVINO backend"): for an .onnx, ONNX
+    Runtime fp32, which keeps the graph's fp32 labels; OpenVINO only where onnxruntime is not
+    installed. At equal labels ONNX Runtime is faster on a Xeon with AMX (DRN-C-26 512x1024:
+    1122 vs 1370 ms for OpenVINO f32) and ties on Zen 4 at full width; OpenVINO f32 is 1.2x
+    faster there only on the narrow shipped model (pass backend openvino, precision f32). The
+    faster paths move labels (OpenVINO bf16 ~2x here, ~5x on AMX; the int8 IR): they are chosen
+    explicitly (backend openvino, or an .xml, which auto opens with openvino). Either way the
+    choice and its precision are in describe(), the node's start-up line.
     """
     first = backend_for_path(path)
     suffix = Path(path).suffix.lower()
