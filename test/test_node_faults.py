@@ -201,6 +201,8 @@ def test_start_up_refuses_unknown_parameters_and_a_sidecar_that_lies(tiny_onnx_m
         "no close name": (["-p", f"model_path:={m}", "-p", "zzz:=1"], ["unknown parameter 'zzz'"]),
         "sidecar lies": (["-p", f"model_path:={liar}", "-p", f"class_config:={five}"],
                          ["metadata lists 5 classes", "computes 19"]),
+        "sidecar lies to openvino": (["-p", f"model_path:={liar}", "-p", f"class_config:={five}", "-p",
+                                      "backend:=openvino"], ["metadata lists 5 classes", "OpenVINO model computes 19"]),
     }
     procs = {name: subprocess.Popen(node_command(*args), env=node_env(), cwd=REPO, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True) for name, (args, _) in cases.items()}

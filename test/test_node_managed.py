@@ -4,6 +4,7 @@ at once while a TensorRT engine is (here: fails to be) built in another process.
 import time
 
 import numpy as np
+import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -183,3 +184,29 @@ def test_first_start_without_an_engine_serves_on_onnx_runtime_and_reports_the_fa
     finally:
         probe.destroy()
         node.destroy_node()
+
+
+def test_openvino_precision_is_chosen_reported_and_refused_for_other_backends(tiny_onnx_model, context, segmenter):
+    from drn_perception.ros.node import SegNode
+    from drn_perception.ros.params import StartupError
+
+    node = SegNode(context=context, parameter_overrides=[
+        Parameter("model_path", value=str(tiny_onnx_model)), Parameter("backend", value="openvino"),
+        Parameter("precision", value="f32"), Parameter("input_reliability", value="reliable")])
+    probe = Probe(context, "precision_probe")
+    pub = probe.node.create_publisher(Image, "camera/image_raw", reliable(1))
+    probe.listen("drn/mask", Image, reliable())
+    rgb = random_rgb(37, 53, seed=6)
+    try:
+        assert (node.serving()["backend"], node.serving()["precision"]) == ("openvino", "f32")
+        with SpinThread(context, node, probe.node):
+            probe.wait_matched(pub)
+            m = probe.send_until_answered(pub, image_msg(rgb), "drn/mask", "ov")
+        # f32 is the precision whose labels are ONNX Runtime's
+        np.testing.assert_array_equal(read_image(m), segmenter.infer(rgb[None]).labels[0].astype(np.uint8))
+    finally:
+        probe.destroy()
+        node.destroy_node()
+    with pytest.raises(StartupError, match="applies to backend openvino only; onnxruntime"):
+        SegNode("refused_node", context=context, parameter_overrides=[
+            Parameter("model_path", value=str(tiny_onnx_model)), Parameter("precision", value="bf16")])

@@ -71,8 +71,10 @@ class OnnxRuntimeSegmenter(Segmenter):
         except ImportError:
             raise BackendUnavailable("backend onnxruntime needs the onnx package (pip install onnx) to check the "
                                      "model's class count against its metadata") from None
-        check_num_classes(path, self.info.num_classes, onnx_num_classes(onnx.load(str(path), load_external_data=False)),
-                          "the ONNX graph")
+        graph = onnx.load(str(path), load_external_data=False)
+        check_num_classes(path, self.info.num_classes, onnx_num_classes(graph), "the ONNX graph")
+        if any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger") for n in graph.graph.node):
+            self.precision = "int8"  # drn-quantize's QDQ graph; the float parts stay fp32
 
     def _run(self, images: np.ndarray, want_confidence: bool) -> SegmentationResult:
         # ORT's CPU arena keeps what the largest input needed (two 12 Mpx frames: 6 GB, never

@@ -37,6 +37,7 @@ import numpy as np
 import openvino as ov
 
 from drn_perception.inference.base import BackendUnavailable, SegmentationResult, Segmenter
+from drn_perception.inference.class_check import check_num_classes
 from drn_perception.model_info import ModelInfo, sidecar_path
 
 METADATA_KEY = "drn_perception"  # the key deploy/export.py writes into the ONNX metadata
@@ -99,6 +100,7 @@ class OpenVinoSegmenter(Segmenter):
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
             raise ValueError(f"OpenVINO cannot read {path}: {str(exc).strip().splitlines()[0]}") from None
         super().__init__(path, _read_info(path, model), ov_device)
+        check_num_classes(path, self.info.num_classes, _num_classes(model), "the OpenVINO model")
         names = [o.get_any_name() for o in model.outputs]
         if "labels" not in names:
             raise ValueError(f"{path} has no 'labels' output (outputs: {names}); export it with drn-export")
@@ -153,6 +155,16 @@ class OpenVinoSegmenter(Segmenter):
 
     def describe(self) -> str:
         return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
+
+
+def _num_classes(model: ov.Model) -> int | None:
+    """Size of the class axis of the arg-max (ONNX ArgMax reads in as TopK k=1) the labels come from."""
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("TopK", "ArgMax"):
+            axis = int(op.get_axis()) if hasattr(op, "get_axis") else 1
+            dim = op.input(0).get_partial_shape()[axis]
+            return dim.get_length() if dim.is_static else None
+    return None
 
 
 def _is_quantized(model: ov.Model) -> bool:

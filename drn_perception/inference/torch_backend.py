@@ -33,8 +33,10 @@ class TorchSegmenter(Segmenter):
         self.pipeline = SegmentationPipeline(model, info.mean, info.std, confidence=True).eval().to(self.torch_device)
         if half:
             self.pipeline.model.half()
+            self.precision = "fp16"
         elif bf16:  # bfloat16 weights and activations (oneDNN AVX512-BF16/AMX on CPU); logits back in fp32
             self.pipeline.model.to(torch.bfloat16)
+            self.precision = "bf16"
         if channels_last:
             self.pipeline.model.to(memory_format=torch.channels_last)
 

@@ -50,6 +50,7 @@ from std_msgs.msg import Header
 
 from drn_perception.default_model import default_model_path
 from drn_perception.inference import BACKENDS, BackendUnavailable, open_segmenter
+from drn_perception.inference.base import auto_backend
 from drn_perception.model_info import IGNORE_LABEL, ClassConfig, cityscapes
 from drn_perception.ros import bagio
 from drn_perception.ros import conversions as conv
@@ -160,6 +161,7 @@ class SegCore:
 
     def _read_parameters(self, v: dict):
         self.model_path, self.backend, self.device = v["model_path"], v["backend"], v["device"]
+        self.precision = v["precision"]
         self.build_engine, self.onnx_path, self.class_config = v["build_engine"], v["onnx_path"], v["class_config"]
         self.compressed, self.decode_warnings = v["compressed"], v["decode_warnings"]
         self.input_reliability, self.output_reliability = v["input_reliability"], v["output_reliability"]
@@ -207,9 +209,19 @@ class SegCore:
             if not path.is_file():
                 raise StartupError(f"no model_path given and the default model {path} is not installed: "
                                    "pass model_path:=<model.onnx|.engine|.pt> (drn-export makes one)")
+        options = {}
+        if self.precision != "auto":
+            try:
+                chosen = self.backend if self.backend != "auto" else auto_backend(path)
+            except ValueError as exc:  # a suffix no backend loads
+                raise StartupError(f"cannot load model {path}: {exc}") from None
+            if chosen != "openvino":
+                raise StartupError(f"precision {self.precision} applies to backend openvino only; {chosen} runs "
+                                   f"{path.name} at the file's own precision (set backend:=openvino, or precision:=auto)")
+            options["precision"] = self.precision
         try:  # a TensorRT engine still to be built: served on ONNX Runtime meanwhile (SwitchingSegmenter)
             segmenter = open_segmenter(path, self.backend, self.device, build_engine=self.build_engine,
-                                       onnx=self.onnx_path or None, logger=self.get_logger())
+                                       onnx=self.onnx_path or None, logger=self.get_logger(), **options)
         except FileNotFoundError:
             raise StartupError(f"model file not found: {path}; set model_path to an existing "
                                ".onnx/.engine/.pt file") from None

@@ -17,6 +17,7 @@ BUILD_POLICIES = ("never", "if_missing", "if_stale")  # TensorRT engine rebuild 
 RELIABILITIES = ("best_effort", "reliable")
 CONFIDENCE_ENCODINGS = ("mono8", "32FC1")
 DECODE_WARNING_POLICIES = ("drop", "publish")
+PRECISIONS = ("auto", "f32", "bf16", "f16")  # OpenVINO's (inference/openvino_backend.py)
 # 2 Mpx: 1920x1080 and Cityscapes' 2048x1024 run at their own size; 12 Mpx stills are scaled down
 # (measured RSS: benchmarks/results/*-node-memory.md; the reasoning is in docs/node.md).
 DEFAULT_MAX_INPUT_PIXELS = 2048 * 1024
@@ -53,6 +54,9 @@ PARAMETERS = (
     Param("backend", "auto", "auto (from the file suffix; for .onnx the fastest CPU backend installed), or a "
           "backend name: tensorrt, onnxruntime, openvino, torch."),
     Param("device", "auto", "auto, cpu, cuda or cuda:N (OpenVINO: CPU, GPU, NPU)."),
+    Param("precision", "auto", "OpenVINO only: auto (bf16 where the cores have AMX or AVX512-BF16, else f32), "
+          "f32 (labels identical to ONNX Runtime's fp32), bf16 or f16. Other backends run the model file's own "
+          "precision (drn-quantize makes int8 graphs); what runs is in the start-up line and /diagnostics."),
     Param("build_engine", "never", "TensorRT only: never (a missing or stale engine is an error naming the fix), "
           "if_missing (build it from the ONNX model once) or if_stale (also rebuild after a TensorRT/GPU/model "
           "change). While it builds, in a separate process, the node serves on ONNX Runtime."),
@@ -126,6 +130,7 @@ def validate(values: dict) -> None:
     one_of("input_reliability", RELIABILITIES)
     one_of("output_reliability", RELIABILITIES)
     one_of("decode_warnings", DECODE_WARNING_POLICIES)
+    one_of("precision", PRECISIONS)
     for reason in (check_alpha(values["overlay_alpha"]), check_conf_encoding(values["confidence_encoding"])):
         if reason:
             raise StartupError(f"bad parameter: {reason}")
