@@ -1,10 +1,14 @@
 """OpenVINO backend and its NNCF int8 IR, on real OpenVINO compiled models (CPU plugin)."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 ov = pytest.importorskip("openvino")
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 from drn_perception.data.synthetic import generate_scene  # noqa: E402
 from drn_perception.inference import BackendUnavailable, create_segmenter  # noqa: E402
@@ -156,17 +160,26 @@ def test_auto_opens_an_onnx_with_openvino_where_onnxruntime_is_missing(tiny_onnx
 
 def test_static_shapes_compile_per_frame_size(tiny_onnx_model):
     """The NPU mode (one compiled model per frame size), run on the CPU: same labels as the
-    dynamic-shape model, and no more than MAX_STATIC_SHAPES compiled models kept."""
-    from drn_perception.inference.openvino_backend import MAX_STATIC_SHAPES
+    dynamic-shape model, and no more than MAX_STATIC_SHAPES compiled models kept.
 
-    dynamic = OpenVinoSegmenter(tiny_onnx_model, device="cpu", precision="f32")
-    static = OpenVinoSegmenter(tiny_onnx_model, device="cpu", precision="f32", static_shapes=True)
-    assert static.compiled is None and static.precision == "f32"
-    sizes = [(40, 64), (48, 64), (56, 72), (64, 96), (32, 48), (40, 64)]
-    for h, w in sizes:
-        x = frames(1, h, w)
-        np.testing.assert_array_equal(static.infer(x).labels, dynamic.infer(x).labels)
-        assert len(static._compiled) <= MAX_STATIC_SHAPES
-    res = static.infer(frames(1, 40, 64), want_confidence=True)
-    assert res.confidence.shape == (1, 40, 64)
-    assert {k[1] for k in static._compiled} >= {(1, 40, 64, 3)}
+    Run in a child process: after this many compiled models were dropped in the pytest process,
+    a later in-process torch training run (test_training) crashed with SIGSEGV inside the
+    libraries (OpenVINO 2026.4 + torch 2.13 in one process); a node never trains."""
+    code = f"""
+import numpy as np
+from drn_perception.inference.openvino_backend import MAX_STATIC_SHAPES, OpenVinoSegmenter
+rng = np.random.default_rng(0)
+dynamic = OpenVinoSegmenter({str(tiny_onnx_model)!r}, device="cpu", precision="f32")
+static = OpenVinoSegmenter({str(tiny_onnx_model)!r}, device="cpu", precision="f32", static_shapes=True)
+assert static.compiled is None and static.precision == "f32"
+for h, w in [(40, 64), (48, 64), (56, 72), (64, 96), (32, 48), (40, 64)]:
+    x = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(static.infer(x).labels, dynamic.infer(x).labels)
+    assert len(static._compiled) <= MAX_STATIC_SHAPES
+res = static.infer(rng.integers(0, 256, (1, 40, 64, 3), dtype=np.uint8), want_confidence=True)
+assert res.confidence.shape == (1, 40, 64)
+assert {{k[1] for k in static._compiled}} >= {{(1, 40, 64, 3)}}
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout + res.stderr
