@@ -62,10 +62,10 @@ def open_segmenter(path: str | Path, backend: str = "auto", device: str = "auto"
     path = Path(path)
     if build_engine not in BUILD_POLICIES:
         raise ValueError(f"unknown build_engine {build_engine!r}: choose {', '.join(BUILD_POLICIES)}")
-    if backend == "auto":
-        backend = backend_for_path(path)
-    if backend != "tensorrt":
+    chosen = backend_for_path(path) if backend == "auto" else backend
+    if chosen != "tensorrt":  # "auto" passed on as given: create_segmenter applies its own rule
         return create_segmenter(path, backend, device, **options)
+    backend = chosen
     index = parse_cuda_device(device)
     logger = logger if logger is not None else log
     if build_engine == "never":
