@@ -59,9 +59,10 @@ class SegNode(SegCore, Node):
         self.get_logger().info(self._started_line())
 
     def close(self):
-        """Stop the worker (waits for the frame in flight)."""
+        """Stop the worker (waits for the frame in flight) and a model build still running."""
         if hasattr(self, "_cond"):
             self._stop_inputs()
+            self._close_model()
 
     def destroy_node(self):
         self.close()
@@ -121,6 +122,7 @@ class ManagedSegNode(SegCore, LifecycleNode):
     def destroy_node(self):
         if hasattr(self, "_cond"):
             self._stop_inputs()
+            self._close_model()
         return super().destroy_node()
 
 

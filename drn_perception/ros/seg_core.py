@@ -236,10 +236,14 @@ class SegCore:
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
+        self._close_model()
+        self.segmenter = None
+
+    def _close_model(self):
+        """Stop what the model still runs in the background (a TensorRT engine build)."""
         closer = getattr(self.segmenter, "close", None)
         if callable(closer):
             closer()
-        self.segmenter = None
 
     def _started_line(self) -> str:
         size = "native" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
