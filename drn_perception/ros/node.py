@@ -175,6 +175,12 @@ def _run(node_class) -> int:
         code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A SIGINT/SIGTERM shuts the context down under a callback that is running (or under the
+        # node's construction): rcl then fails with "context is invalid". That is the shutdown
+        # the user asked for, not a fault; any other exception is one and propagates.
+        if rclpy.ok():
+            raise
     finally:
         _ignore_signals()
         if node is not None:
