@@ -183,3 +183,79 @@ print("ok")
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("stride", [2, 4, 8])
+def test_phase_weights_reproduce_the_transposed_convolution(stride):
+    """The phase form's weights against torch's conv_transpose2d (kernel 2*stride, padding
+    stride/2, as the authors' up-sampling) on a random kernel and input: the same outputs."""
+    import torch
+
+    from drn_perception.inference.openvino_graph import phase_weights
+
+    rng = np.random.default_rng(stride)
+    kernel = rng.standard_normal((2 * stride, 2 * stride)).astype(np.float32)
+    x = rng.standard_normal((1, 1, 5, 7)).astype(np.float32)
+    want = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(kernel)[None, None],
+                                                stride=stride, padding=stride // 2).numpy()[0, 0]
+    w, before, after = phase_weights(kernel, stride, stride // 2)
+    padded = np.pad(x[0, 0], ((before, after), (before, after)))
+    win = w.shape[-1]
+    got = np.zeros_like(want)
+    for a in range(5):
+        for b in range(7):
+            patch = padded[a:a + win, b:b + win]
+            got[a * stride:(a + 1) * stride, b * stride:(b + 1) * stride] = (w * patch).sum((1, 2)).reshape(stride, stride)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert phase_weights(kernel, stride, stride) is None  # output not stride * input: no phase form
+
+
+def test_the_labels_head_in_phase_form_gives_the_graphs_labels(tiny_onnx_model):
+    """The rewrite the backend compiles on CPU: in f32, labels (and confidence) identical to the
+    graph as exported, at frame sizes that are and are not multiples of 8, batch 2. Under the
+    bf16 hint (where the cores have it) the head itself still runs in f32; the body's bf16
+    rounding then depends on the layouts the plugin picks, so labels are compared in f32 only."""
+    from drn_perception.inference.openvino_graph import head_precision, rewrite_labels_head
+
+    core = ov.Core()
+    rng = np.random.default_rng(5)
+    precisions = ["f32"] + (["bf16"] if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else [])
+    for precision in precisions:
+        config = {"INFERENCE_PRECISION_HINT": precision}
+        plain = core.compile_model(core.read_model(str(tiny_onnx_model)), "CPU", config)
+        model = core.read_model(str(tiny_onnx_model))
+        assert rewrite_labels_head(model)
+        assert not any(op.get_type_name() == "GroupConvolutionBackpropData" and
+                       any(t.get_node().get_type_name() == "TopK" for t in op.output(0).get_target_inputs())
+                       for op in model.get_ops())
+        fast = core.compile_model(model, "CPU", config)
+        assert head_precision(fast) == "f32" and head_precision(plain) is None
+        if precision != "f32":
+            continue
+        for shape in [(2, 64, 96, 3), (1, 61, 97, 3), (1, 8, 8, 3), (1, 125, 203, 3)]:
+            x = rng.integers(0, 256, shape, dtype=np.uint8)
+            a, b = plain({0: x}), fast({0: x})
+            np.testing.assert_array_equal(b[fast.output("labels")], a[plain.output("labels")])
+            np.testing.assert_array_equal(b[fast.output("confidence")], a[plain.output("confidence")])
+    seg = OpenVinoSegmenter(tiny_onnx_model, device="cpu", precision="f32")
+    assert seg.labels_head == "phase"
+
+
+def test_a_graph_without_the_pattern_is_left_as_it_is(tmp_path):
+    """An ArgMax over an ordinary convolution (no transposed up-sampling): nothing rewritten."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from drn_perception.inference.openvino_graph import rewrite_labels_head
+
+    w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"]),
+                               helper.make_node("ArgMax", ["c"], ["labels"], axis=1, keepdims=0)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("labels", TensorProto.INT64, [1, 8, 8])], [w])
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = ov.Core().read_model(str(path))
+    before = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert not rewrite_labels_head(model)
+    assert [op.get_type_name() for op in model.get_ordered_ops()] == before
