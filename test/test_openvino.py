@@ -259,3 +259,27 @@ def test_a_graph_without_the_pattern_is_left_as_it_is(tmp_path):
     before = [op.get_type_name() for op in model.get_ordered_ops()]
     assert not rewrite_labels_head(model)
     assert [op.get_type_name() for op in model.get_ordered_ops()] == before
+
+
+def test_on_cpu_a_frame_size_that_comes_again_gets_its_own_compiled_model(tiny_onnx_model):
+    """The default on CPU: a size's first frame runs on the dynamic-shape model, its second on a
+    model compiled for that size (same labels); sizes seen once never compile; at most
+    MAX_STATIC_SHAPES are kept, the least recently used dropped first."""
+    from drn_perception.inference.openvino_backend import MAX_STATIC_SHAPES
+
+    seg = OpenVinoSegmenter(tiny_onnx_model, device="cpu", precision="f32")
+    ref = create_segmenter(tiny_onnx_model, backend="onnxruntime")
+    static = lambda: {k[1] for k in seg._compiled if k[1] is not None}  # noqa: E731
+    rng = np.random.default_rng(9)
+    camera = rng.integers(0, 256, (1, 61, 97, 3), dtype=np.uint8)
+    for i in range(3):
+        np.testing.assert_array_equal(seg.infer(camera).labels, ref.infer(camera).labels)
+        assert static() == (set() if i == 0 else {camera.shape})
+    for k in range(2 * MAX_STATIC_SHAPES):  # one-off sizes: no compiled model of their own
+        seg.infer(rng.integers(0, 256, (1, 40 + k, 64, 3), dtype=np.uint8))
+    assert static() == {camera.shape}
+    others = [rng.integers(0, 256, (1, 32, 48 + 8 * k, 3), dtype=np.uint8) for k in range(MAX_STATIC_SHAPES)]
+    for x in others[:-1]:
+        seg.infer(x), seg.infer(x), seg.infer(camera)  # the camera stays the most recently used
+    seg.infer(others[-1]), seg.infer(others[-1])
+    assert len(static()) == MAX_STATIC_SHAPES and camera.shape in static() and others[0].shape not in static()

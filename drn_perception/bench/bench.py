@@ -575,12 +575,12 @@ def section_markdown(sec: dict) -> str:
                   "(direct, node, direct, ...; ratio per round against the direct passes either side; "
                   "masks recorded, not scored):", "",
                   "| path | node masks/s | direct frames/s | node/direct (median, min–max) | rounds "
-                  "| latency p50 ms (node) | node's own work p50/p95 ms | dropped |",
-                  "|:--|--:|--:|--:|--:|--:|--:|--:|"]
+                  "| latency p50 ms (node) | node's inference p50 ms | node's own work p50/p95 ms | dropped |",
+                  "|:--|--:|--:|--:|--:|--:|--:|--:|--:|"]
         rep = sec["replay"]
         for name, r in ({"all": rep} if isinstance(rep.get("error"), str) else rep).items():
             if "error" in r:
-                lines.append(f"| {name} | not run: {r['error']} | | | | | | |")
+                lines.append(f"| {name} | not run: {r['error']} | | | | | | | |")
                 continue
             rounds = r["rounds"]
             ratios, p50 = rounds["ratios"], (r.get("latency_ms") or {}).get("p50")
@@ -588,7 +588,8 @@ def section_markdown(sec: dict) -> str:
             own = "/".join(diag.get(f"overhead_p{q}_ms", "—") for q in (50, 95))
             cells = [f"{np.median(rounds['node_fps']):.2f}", f"{np.median(rounds['direct_fps']):.2f}",
                      f"{np.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})", str(len(ratios)),
-                     f"{p50:.1f}" if p50 is not None else "—", own, str(r.get("dropped", "—"))]
+                     f"{p50:.1f}" if p50 is not None else "—", str(diag.get("inference_p50_ms", "—")), own,
+                     str(r.get("dropped", "—"))]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for note in sec["notes"]:
         lines.append(f"\n{note}.")
