@@ -283,3 +283,22 @@ def test_on_cpu_a_frame_size_that_comes_again_gets_its_own_compiled_model(tiny_o
         seg.infer(x), seg.infer(x), seg.infer(camera)  # the camera stays the most recently used
     seg.infer(others[-1]), seg.infer(others[-1])
     assert len(static()) == MAX_STATIC_SHAPES and camera.shape in static() and others[0].shape not in static()
+
+
+def test_large_batches_and_failed_per_size_compiles_stay_on_the_dynamic_model(tiny_onnx_model, monkeypatch):
+    import drn_perception.inference.openvino_backend as backend
+
+    seg = OpenVinoSegmenter(tiny_onnx_model, device="cpu", precision="f32")
+    monkeypatch.setattr(backend, "MAX_STATIC_PIXELS", 64 * 96)
+    big = np.random.default_rng(3).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    for _ in range(3):
+        seg.infer(big)
+    assert all(k[1] is None for k in seg._compiled)  # over the pixel cap: no model of its own
+    failing = seg._compile
+    monkeypatch.setattr(seg, "_compile", lambda model, shape: failing(model, shape) if shape is None else
+                        (_ for _ in ()).throw(ValueError("no memory")))
+    small = big[:1, :32, :48]
+    want = create_segmenter(tiny_onnx_model, backend="onnxruntime").infer(small).labels
+    for _ in range(3):
+        np.testing.assert_array_equal(seg.infer(small).labels, want)
+    assert all(k[1] is None for k in seg._compiled) and not seg.per_size

@@ -21,7 +21,8 @@ int8 and the rest at the chosen float precision; ``precision`` then reads ``int8
 
 On CPU the labels come from the up-sampling and ArgMax rewritten in phase form
 (openvino_graph.py: the same sums at the network's output resolution, in f32 whatever the
-precision; 3x less time for that part), where the compiled model confirms the head runs in f32;
+precision; DRN-C-26 int8 at 512x1024 on AMX: 35 -> 17 ms for that part), where the compiled
+model confirms the head runs in f32;
 ``labels_head`` says which head the last compiled model has ("phase" or "graph").
 
 OpenVINO computes every output of a compiled graph, so frames whose confidence nobody wants
@@ -32,8 +33,10 @@ Shapes: the graph's batch, height and width stay dynamic, and on CPU a frame siz
 second time gets a compiled model of its own (static shapes: DRN-C-26 int8 at 512x1024 on a
 Xeon with AMX 99 -> 85 ms; compiling takes ~0.25 s, once per camera size), so a camera's
 stream runs static from its second frame while frames of ever new sizes stay on the dynamic
-model. NPUs compile static shapes only, so there (or with ``static_shapes=True``) each frame
-size is compiled on its first frame. Either way the latest MAX_STATIC_SHAPES are kept.
+model, as do batches over MAX_STATIC_PIXELS (a compiled model keeps its activation memory) and
+sizes whose compilation fails. NPUs compile static shapes only, so there (or with
+``static_shapes=True``) each frame size is compiled on its first frame. Either way the latest
+MAX_STATIC_SHAPES are kept.
 """
 from __future__ import annotations
 
@@ -53,7 +56,8 @@ METADATA_KEY = "drn_perception"  # the key deploy/export.py writes into the ONNX
 PRECISIONS = ("auto", "f32", "bf16", "f16")
 # OPTIMIZATION_CAPABILITIES entry that says a device can compute in each precision.
 _CAPABILITY = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
-MAX_STATIC_SHAPES = 4  # compiled models kept per output set when compiling per frame size (NPU)
+MAX_STATIC_SHAPES = 4  # compiled models kept per output set when compiling per frame size
+MAX_STATIC_PIXELS = 4 * 1024 * 1024  # CPU: larger batches (N*H*W) stay on the dynamic-shape model
 
 
 def _core() -> ov.Core:
@@ -125,6 +129,7 @@ class OpenVinoSegmenter(Segmenter):
         self.static_shapes = ov_device.startswith("NPU") if static_shapes is None else bool(static_shapes)
         self.per_size = static_shapes is None and ov_device == "CPU"
         self._seen: dict[tuple, int] = {}  # frame shapes seen without a compiled model of their own
+        self.labels_head = "graph"  # which labels head the latest compiled model has
         self._compiled: dict[tuple, tuple] = {}  # (labels only, shape or None) -> (compiled model, request)
         self.compiled = None if self.static_shapes else self._request(True, None)[0]
         if ov_device == "CPU" and self.compiled is not None:  # what the plugin settled on (an ov.Type)
@@ -140,7 +145,7 @@ class OpenVinoSegmenter(Segmenter):
             return labels_only, None
         if self.static_shapes or (labels_only, shape) in self._compiled:
             return labels_only, shape
-        if self.per_size:
+        if self.per_size and int(np.prod(shape[:3])) <= MAX_STATIC_PIXELS:
             if len(self._seen) > 64:  # frames of ever new sizes: forget them, never grow
                 self._seen.clear()
             self._seen[shape] = self._seen.get(shape, 0) + 1
@@ -151,19 +156,33 @@ class OpenVinoSegmenter(Segmenter):
 
     def _request(self, labels_only: bool, shape: tuple | None):
         """The compiled model and infer request for labels only / all outputs (and, with static
-        shapes, for this input shape; the oldest of MAX_STATIC_SHAPES is dropped)."""
+        shapes or a per-size model, for this input shape; the least recently used of
+        MAX_STATIC_SHAPES is dropped)."""
         key = self._key(labels_only, shape)
         if key in self._compiled:
             self._compiled[key] = self._compiled.pop(key)  # the most recently used is dropped last
             return self._compiled[key]
-        shape = key[1]
+        if key[1] is not None and not self.static_shapes:  # a per-size model: on failure, the dynamic one
+            try:
+                return self._build(key)
+            except ValueError:
+                self.per_size = False
+                return self._request(labels_only, None)
+        return self._build(key)
+
+    def _build(self, key: tuple):
+        labels_only, shape = key
         model = self._model.clone()
         if labels_only:
             for result in list(model.get_results()):
                 if "labels" not in result.output(0).get_names():
                     model.remove_result(result)
         if shape is not None:
-            model.reshape({model.input(0): list(shape)})
+            try:
+                model.reshape({model.input(0): list(shape)})
+            except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
+                raise ValueError(f"OpenVINO cannot reshape {self.path.name} to {shape}: "
+                                 f"{str(exc).strip().splitlines()[0]}") from None
             if sum(k[1] is not None for k in self._compiled) >= MAX_STATIC_SHAPES:
                 del self._compiled[next(k for k in self._compiled if k[1] is not None)]
         compiled = None

@@ -116,7 +116,8 @@ def build_parser() -> cli.Parser:
     g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per process")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:I")
     g.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
-                   help="mixed precision (fp16 + GradScaler); auto = on for CUDA")
+                   help="mixed precision: fp16 + GradScaler on CUDA, bf16 on CPU (cores with AMX or "
+                        "AVX512-BF16 make it several times faster); auto = on for CUDA, off on CPU")
     g.add_argument("--no-sync-bn", action="store_true", help="keep per-GPU BatchNorm under torchrun")
     g.add_argument("--deterministic", action="store_true", help="deterministic cuDNN algorithms (slower)")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -248,7 +249,8 @@ def validate(model, dataset, device, num_classes: int, mean, std, rank: int = 0,
         for images, labels in tqdm(loader, desc="validate", disable=not progress, leave=False,
                                    mininterval=1 if sys.stderr.isatty() else 30):
             images, labels = images.to(device), labels.to(device)
-            with torch.autocast(device.type, enabled=amp):
+            with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+                                enabled=amp):
                 logits = model(normalise(images, mean, std))  # any H, W: DRNSeg crops to the input, as the authors' code
             conf += confusion_on_device(logits.argmax(1), labels, num_classes)
     model.train(was_training)
@@ -369,9 +371,10 @@ def run(args) -> dict:
     if distributed:
         dist.init_process_group("nccl" if want_cuda else "gloo")
     rank = dist.get_rank() if distributed else 0
-    amp = device.type == "cuda" and args.amp != "off"
-    if args.amp == "on" and device.type != "cuda":
-        raise UserError("--amp on needs CUDA (mixed precision is not used on CPU)")
+    amp = args.amp == "on" or (device.type == "cuda" and args.amp == "auto")
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    if amp and device.type == "cpu" and not torch.backends.mkldnn.is_available():
+        raise UserError("--amp on on CPU needs PyTorch with oneDNN (bf16); use --amp off")
     main_proc = rank == 0
     seed_everything(args.seed + rank)
     resume_path = resume_obj = None
@@ -439,7 +442,7 @@ def run(args) -> dict:
     else:
         optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args, iters_per_epoch))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")  # bf16 needs no loss scaling
     criterion = nn.NLLLoss(ignore_index=255)
     info = ModelInfo(arch=args.arch, classes=classes.classes, palette=classes.palette, mean=train_set.mean,
                      std=train_set.std, width=args.width).to_dict()
@@ -481,7 +484,8 @@ def run(args) -> dict:
         n_params = sum(p.numel() for p in raw_model.parameters())
         print(f"drn-train: {args.arch} width {args.width} ({n_params:,} parameters), {kind} "
               f"{len(train_set)} train / {len(val_set) if val_set else 0} val images, {num_classes} classes, "
-              f"{world} process(es) on {device}{' with AMP' if amp else ''}, {iters_per_epoch} iterations/epoch",
+              f"{world} process(es) on {device}{f' with AMP ({amp_dtype})' if amp else ''}, "
+              f"{iters_per_epoch} iterations/epoch",
               flush=True)
 
     last_metrics: dict = {}
@@ -496,7 +500,7 @@ def run(args) -> dict:
         for i, (images, labels) in enumerate(loader):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True).long()
-            with torch.autocast(device.type, enabled=amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 logits = model(normalise(images, mean_t, std_t))
             loss = criterion(torch.log_softmax(logits.float(), dim=1), labels)
             optimizer.zero_grad(set_to_none=True)
