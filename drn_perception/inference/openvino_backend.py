@@ -188,7 +188,11 @@ class OpenVinoSegmenter(Segmenter):
         compiled = None
         if self.device == "CPU":  # the labels head in phase form (openvino_graph.py), where it stays f32
             fast = model.clone()
-            if rewrite_labels_head(fast):
+            try:
+                rewritten = rewrite_labels_head(fast)
+            except Exception:  # noqa: BLE001 - a graph the rewrite did not foresee: compiled as it is
+                rewritten = False
+            if rewritten:
                 compiled = self._compile(fast, shape)
                 if head_precision(compiled) != "f32":
                     compiled = None
