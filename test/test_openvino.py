@@ -302,3 +302,16 @@ def test_large_batches_and_failed_per_size_compiles_stay_on_the_dynamic_model(ti
     for _ in range(3):
         np.testing.assert_array_equal(seg.infer(small).labels, want)
     assert all(k[1] is None for k in seg._compiled) and not seg.per_size
+
+
+def test_per_size_models_hold_at_most_max_static_pixels_in_all(tiny_onnx_model, monkeypatch):
+    import drn_perception.inference.openvino_backend as backend
+
+    monkeypatch.setattr(backend, "MAX_STATIC_PIXELS", 2 * 64 * 96)
+    seg = OpenVinoSegmenter(tiny_onnx_model, device="cpu", precision="f32")
+    rng = np.random.default_rng(4)
+    for shape in [(1, 64, 96, 3), (1, 40, 96, 3), (1, 64, 80, 3)]:  # 6144 + 3840 + 5120 px
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        seg.infer(x), seg.infer(x)
+    sized = [k[1] for k in seg._compiled if k[1] is not None]
+    assert sized == [(1, 40, 96, 3), (1, 64, 80, 3)]  # the oldest went to make room

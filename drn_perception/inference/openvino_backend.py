@@ -22,8 +22,8 @@ int8 and the rest at the chosen float precision; ``precision`` then reads ``int8
 On CPU the labels come from the up-sampling and ArgMax rewritten in phase form
 (openvino_graph.py: the same sums at the network's output resolution, in f32 whatever the
 precision; DRN-C-26 int8 at 512x1024 on AMX: 35 -> 17 ms for that part), where the compiled
-model confirms the head runs in f32;
-``labels_head`` says which head the last compiled model has ("phase" or "graph").
+model confirms the head runs in f32; ``labels_head`` says which head the latest compiled model
+has ("phase" or "graph").
 
 OpenVINO computes every output of a compiled graph, so frames whose confidence nobody wants
 run on a second compiled model without the confidence output (as the onnxruntime backend
@@ -33,10 +33,10 @@ Shapes: the graph's batch, height and width stay dynamic, and on CPU a frame siz
 second time gets a compiled model of its own (static shapes: DRN-C-26 int8 at 512x1024 on a
 Xeon with AMX 99 -> 85 ms; compiling takes ~0.25 s, once per camera size), so a camera's
 stream runs static from its second frame while frames of ever new sizes stay on the dynamic
-model, as do batches over MAX_STATIC_PIXELS (a compiled model keeps its activation memory) and
-sizes whose compilation fails. NPUs compile static shapes only, so there (or with
-``static_shapes=True``) each frame size is compiled on its first frame. Either way the latest
-MAX_STATIC_SHAPES are kept.
+model, as do sizes whose compilation fails. A compiled model keeps its activation memory, so the
+per-size models hold at most MAX_STATIC_PIXELS (4 Mpx) in all, the least recently used dropped
+first. NPUs compile static shapes only, so there (or with ``static_shapes=True``) each frame
+size is compiled on its first frame. Either way the latest MAX_STATIC_SHAPES are kept.
 """
 from __future__ import annotations
 
@@ -57,7 +57,9 @@ PRECISIONS = ("auto", "f32", "bf16", "f16")
 # OPTIMIZATION_CAPABILITIES entry that says a device can compute in each precision.
 _CAPABILITY = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
 MAX_STATIC_SHAPES = 4  # compiled models kept per output set when compiling per frame size
-MAX_STATIC_PIXELS = 4 * 1024 * 1024  # CPU: larger batches (N*H*W) stay on the dynamic-shape model
+# CPU: the per-size models hold at most this many pixels (N*H*W) in all (each keeps its activation
+# memory: ~350 MiB for full-width DRN-C-26 int8 at 2 Mpx); larger batches stay on the dynamic model.
+MAX_STATIC_PIXELS = 4 * 1024 * 1024
 
 
 def _core() -> ov.Core:
@@ -145,7 +147,7 @@ class OpenVinoSegmenter(Segmenter):
             return labels_only, None
         if self.static_shapes or (labels_only, shape) in self._compiled:
             return labels_only, shape
-        if self.per_size and int(np.prod(shape[:3])) <= MAX_STATIC_PIXELS:
+        if self.per_size and _pixels(shape) <= MAX_STATIC_PIXELS:
             if len(self._seen) > 64:  # frames of ever new sizes: forget them, never grow
                 self._seen.clear()
             self._seen[shape] = self._seen.get(shape, 0) + 1
@@ -183,8 +185,13 @@ class OpenVinoSegmenter(Segmenter):
             except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
                 raise ValueError(f"OpenVINO cannot reshape {self.path.name} to {shape}: "
                                  f"{str(exc).strip().splitlines()[0]}") from None
-            if sum(k[1] is not None for k in self._compiled) >= MAX_STATIC_SHAPES:
-                del self._compiled[next(k for k in self._compiled if k[1] is not None)]
+            budget = MAX_STATIC_PIXELS - _pixels(shape) if self.per_size else None
+            while True:  # room for it: drop the least recently used models of their own size
+                sized = [k for k in self._compiled if k[1] is not None]
+                if not sized or (len(sized) < MAX_STATIC_SHAPES and
+                                 (budget is None or sum(_pixels(k[1]) for k in sized) <= budget)):
+                    break
+                del self._compiled[sized[0]]
         compiled = None
         if self.device == "CPU":  # the labels head in phase form (openvino_graph.py), where it stays f32
             fast = model.clone()
@@ -220,6 +227,10 @@ class OpenVinoSegmenter(Segmenter):
 
     def describe(self) -> str:
         return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
+
+
+def _pixels(shape: tuple) -> int:
+    return int(np.prod(shape[:3]))
 
 
 def _num_classes(model: ov.Model) -> int | None:
