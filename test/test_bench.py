@@ -96,7 +96,8 @@ def test_node_path_runs_frames_through_the_node(tiny_onnx_model, tmp_path):
     assert rc == 0
     rows = {r[0]: r for r in table_rows(out.read_text(), "| path | node masks/s |")}
     row = rows["onnxruntime"]
-    assert len(row) == 8 and row[-1] == "0", row  # nothing dropped
+    assert len(row) == 9 and row[-1] == "0", row  # nothing dropped
+    assert float(row[6]) > 0, row  # the node's own inference p50, from its /diagnostics
     report = json.loads(js.read_text())["sections"][0]["replay"]["onnxruntime"]
     assert report["labels_topic"] is None and report["metrics"] is None  # recorded, not scored
     # one running node served the warm-up pass and both rounds
@@ -108,7 +109,7 @@ def test_node_path_runs_frames_through_the_node(tiny_onnx_model, tmp_path):
                                               zip(rounds["node_fps"], rounds["direct_fps"], rounds["direct_fps"][1:])])
     assert float(row[1]) == pytest.approx(np.median(rounds["node_fps"]), abs=0.006)
     assert row[3].startswith(f"{np.median(rounds['ratios']):.2f} (") and row[4] == "2"
-    p50, p95 = (float(v) for v in row[6].split("/"))
+    p50, p95 = (float(v) for v in row[7].split("/"))
     assert 0 < p50 <= p95
 
 
