@@ -26,8 +26,12 @@ Run: ``ros2 run drn_perception seg_node --ros-args -p model_path:=model.onnx`` o
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import os
 import signal
 import sys
+import threading
+import time
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
@@ -164,15 +168,39 @@ def main(args=None) -> int:
         return 0
 
 
+# After a SIGINT/SIGTERM has shut the context down, the process exits within this many seconds
+# even if the node's cleanup (threads, the model, DDS) has not finished.
+SHUTDOWN_GRACE_S = 10.0
+
+
+def _exit_watchdog():
+    """Daemon thread: once the context is shut down or cleanup has begun, give it SHUTDOWN_GRACE_S, then print
+    where every thread is (faulthandler) and exit as _run would have (0 after a signal): a node
+    asked to stop always stops."""
+    while rclpy.ok() and not _cleaning_up.is_set():
+        time.sleep(0.2)
+    time.sleep(SHUTDOWN_GRACE_S)
+    sys.stderr.write(f"{NODE_NAME}: cleanup did not finish within {SHUTDOWN_GRACE_S:g} s of the shutdown "
+                     "request; exiting now. Where each thread was:\n")
+    faulthandler.dump_traceback(all_threads=True)
+    sys.stderr.flush()
+    os._exit(_exit_code[0])
+
+
+_exit_code = [0]  # what _run will return: the watchdog exits with it too
+_cleaning_up = threading.Event()  # _run has left spin and is cleaning up
+
+
 def _run(node_class) -> int:
     node = None
     code = 0
+    threading.Thread(target=_exit_watchdog, name="exit_watchdog", daemon=True).start()
     try:
         node = node_class()
         rclpy.spin(node)
     except StartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-        code = 1
+        code = _exit_code[0] = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
@@ -183,6 +211,7 @@ def _run(node_class) -> int:
             raise
     finally:
         _ignore_signals()
+        _cleaning_up.set()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(uninstall_handlers=False)  # keep the signals ignored until exit
