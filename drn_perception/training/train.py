@@ -231,6 +231,13 @@ def confusion_on_device(pred, target, num_classes: int):
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+def amp_dtype(device):
+    """The mixed-precision type of --amp: fp16 (with loss scaling) on CUDA, bf16 on CPU."""
+    import torch
+
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
 def validate(model, dataset, device, num_classes: int, mean, std, rank: int = 0, world: int = 1,
              amp: bool = False, workers: int = 0, progress: bool = False) -> np.ndarray:
     """Confusion matrix (int64 numpy) of ``model`` over the whole ``dataset`` (sharded by rank,
@@ -249,8 +256,7 @@ def validate(model, dataset, device, num_classes: int, mean, std, rank: int = 0,
         for images, labels in tqdm(loader, desc="validate", disable=not progress, leave=False,
                                    mininterval=1 if sys.stderr.isatty() else 30):
             images, labels = images.to(device), labels.to(device)
-            with torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
-                                enabled=amp):
+            with torch.autocast(device.type, dtype=amp_dtype(device), enabled=amp):
                 logits = model(normalise(images, mean, std))  # any H, W: DRNSeg crops to the input, as the authors' code
             conf += confusion_on_device(logits.argmax(1), labels, num_classes)
     model.train(was_training)
@@ -372,7 +378,6 @@ def run(args) -> dict:
         dist.init_process_group("nccl" if want_cuda else "gloo")
     rank = dist.get_rank() if distributed else 0
     amp = args.amp == "on" or (device.type == "cuda" and args.amp == "auto")
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     if amp and device.type == "cpu" and not torch.backends.mkldnn.is_available():
         raise UserError("--amp on on CPU needs PyTorch with oneDNN (bf16); use --amp off")
     main_proc = rank == 0
@@ -484,7 +489,7 @@ def run(args) -> dict:
         n_params = sum(p.numel() for p in raw_model.parameters())
         print(f"drn-train: {args.arch} width {args.width} ({n_params:,} parameters), {kind} "
               f"{len(train_set)} train / {len(val_set) if val_set else 0} val images, {num_classes} classes, "
-              f"{world} process(es) on {device}{f' with AMP ({amp_dtype})' if amp else ''}, "
+              f"{world} process(es) on {device}{f' with AMP ({amp_dtype(device)})' if amp else ''}, "
               f"{iters_per_epoch} iterations/epoch",
               flush=True)
 
@@ -500,7 +505,7 @@ def run(args) -> dict:
         for i, (images, labels) in enumerate(loader):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True).long()
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            with torch.autocast(device.type, dtype=amp_dtype(device), enabled=amp):
                 logits = model(normalise(images, mean_t, std_t))
             loss = criterion(torch.log_softmax(logits.float(), dim=1), labels)
             optimizer.zero_grad(set_to_none=True)
