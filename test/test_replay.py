@@ -70,11 +70,16 @@ def check_out_bag(out: Path):
     assert not list(out.parent.glob(f".{out.name}.partial*"))
 
 
-@pytest.mark.parametrize("name", ["raw_sqlite3", "png_mcap"])
-def test_every_frame_gets_its_own_mask_equal_to_direct_inference(bags, name, tiny_onnx_model, segmenter, tmp_path):
+@pytest.mark.parametrize("name, in_flight", [("raw_sqlite3", 1), ("png_mcap", 1), ("raw_sqlite3", 2)])
+def test_every_frame_gets_its_own_mask_equal_to_direct_inference(bags, name, in_flight, tiny_onnx_model, segmenter,
+                                                                 tmp_path):
+    """Lockstep, and with two frames in flight (a frame waits at the node while the one before
+    runs): every frame answered by its own mask, none replaced in the node's one-frame slot."""
     out = tmp_path / "masks"
     result = replay(ReplayOptions(in_bag=bags / name, out_bag=out, model=tiny_onnx_model, as_fast_as_node=True,
-                                  report=tmp_path / "report.json", overlays=tmp_path / "overlays", progress=False))
+                                  in_flight=in_flight, report=tmp_path / "report.json", overlays=tmp_path / "overlays",
+                                  progress=False))
+    assert result["in_flight"] == in_flight
     check_out_bag(out)
     with Reader(out) as reader:
         assert reader.message_count == FRAMES
@@ -151,7 +156,7 @@ def test_separately_started_node_timed_replay_never_mismatches(bags, tiny_onnx_m
         color = colors[stamp(msg)]
         np.testing.assert_array_equal(np.asarray(color.data, np.uint8).reshape(*SIZE, 3), lut[mask])
     assert result["node"]["started"] is False
-    assert result["node"]["diagnostics"].get("backend") == "onnxruntime"
+    assert result["node"]["diagnostics"].get("backend") == segmenter.backend
 
 
 def _truncate(bag: Path, fraction: float):
@@ -204,6 +209,16 @@ def test_bad_bags_fail_with_one_line_and_write_nothing(bags, case, tiny_onnx_mod
     for n in names:
         assert n in err, err
     assert not out.exists() and not list(tmp_path.glob(".out.partial*"))
+
+
+@pytest.mark.parametrize("args, words", [(["--in-flight", "2"], ["--in-flight", "--as-fast-as-node"]),
+                                         (["--as-fast-as-node", "--in-flight", "0"], ["--in-flight", "at least 1"])])
+def test_in_flight_is_checked_before_anything_starts(bags, args, words, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert replay_main([str(bags / "raw_sqlite3"), "--out", str(out), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("drn-replay: error: ") and "\n" not in err and all(w in err for w in words), err
+    assert not out.exists()
 
 
 def test_node_that_cannot_start_is_reported_and_nothing_written(bags, tmp_path, capsys):

@@ -437,8 +437,10 @@ def node_path(files: ModelFiles, segs: dict, size: tuple[int, int], args, log=pr
     For every path the node can run as is (no layout/precision options), one seg_node process
     is started the way drn-replay starts it and kept running, as a node on a robot is: one
     untimed ``drn-replay --no-start-node`` pass warms it up (the direct calls are warm too),
-    then ``--replay-rounds`` timed passes (``--as-fast-as-node``: the next frame goes out when
-    the previous mask is back), each between two direct passes over the bag's frames in this
+    then ``--replay-rounds`` timed passes (``--as-fast-as-node --in-flight N``: the next frame
+    goes out when fewer than N are unanswered; N = 2 by default, so a frame waits at the node
+    while the one before runs and the DDS round trip is not in the node's throughput, as with a
+    camera that streams; N = 1 is lockstep, latency-bound), each between two direct passes over the bag's frames in this
     process. Each round's ratio is the node's masks/s over the mean of the direct frames/s just
     before and just after it, so a slow patch of a shared machine hits both sides; the median
     ratio is reported. drn-replay records the masks but does not score them (``--labels-topic
@@ -477,7 +479,7 @@ def node_path(files: ModelFiles, segs: dict, size: tuple[int, int], args, log=pr
         cmd = [sys.executable, "-m", "drn_perception.ros.replay", str(bag), "--out",
                str(files.workdir / f"replay-out-{name}"), "--no-start-node", "--publish-topic",
                f"{namespace}/camera/image_raw", "--output-prefix", f"{namespace}/drn", "--as-fast-as-node",
-               "--report", str(report), "--overwrite", "--quiet", "--labels-topic", ""]
+               "--in-flight", str(args.replay_in_flight), "--report", str(report), "--overwrite", "--quiet", "--labels-topic", ""]
         node_proc = NodeProcess(namespace, params, files.workdir / f"node-{name}.log")
         log(f"  node path {name}: {shlex.join(node_proc.command)}")
         log(f"    warm-up pass, then {args.replay_rounds} rounds of: {shlex.join(cmd)}")
@@ -569,7 +571,12 @@ def section_markdown(sec: dict) -> str:
             gain = paired_speedup(r.seq_times, r.batch_times)
             lines.append(f"| {r.name} | {_ms(seq)} | {_ms(bat)} | {gain:.2f}x |")
     if sec.get("replay"):
-        lines += ["", "Node path: bag -> DDS -> seg_node -> DDS -> recorder (drn-replay --as-fast-as-node; one running "
+        rep = sec["replay"]
+        runs = {} if isinstance(rep.get("error"), str) else rep
+        in_flight = next((r["in_flight"] for r in runs.values() if r.get("in_flight")), None)
+        mode = "--as-fast-as-node" + (f" --in-flight {in_flight}: the next frame goes out when fewer than "
+                                      f"{in_flight} are unanswered" if in_flight else "")
+        lines += ["", f"Node path: bag -> DDS -> seg_node -> DDS -> recorder (drn-replay {mode}; one running "
                   "node per path, warmed up by an untimed pass) vs "
                   "the same backend called directly on the same frames in this process, in rounds "
                   "(direct, node, direct, ...; ratio per round against the direct passes either side; "
@@ -577,8 +584,7 @@ def section_markdown(sec: dict) -> str:
                   "| path | node masks/s | direct frames/s | node/direct (median, min–max) | rounds "
                   "| latency p50 ms (node) | node's inference p50 ms | node's own work p50/p95 ms | dropped |",
                   "|:--|--:|--:|--:|--:|--:|--:|--:|--:|"]
-        rep = sec["replay"]
-        for name, r in ({"all": rep} if isinstance(rep.get("error"), str) else rep).items():
+        for name, r in (runs or {"all": rep}).items():
             if "error" in r:
                 lines.append(f"| {name} | not run: {r['error']} | | | | | | | |")
                 continue
@@ -665,6 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replay-frames", type=int, default=30)
     run.add_argument("--replay-rounds", type=int, default=3,
                      help="node-path runs, each between two direct passes over the same frames (default 3)")
+    run.add_argument("--replay-in-flight", type=int, default=2, metavar="N",
+                     help="frames sent to the node and not yet answered (default 2: the node never waits for the "
+                          "DDS round trip, as with a streaming camera; 1: lockstep, latency-bound)")
     run.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (default: all usable cores)")
     run.add_argument("--device", default="cpu", help="cpu (default), cuda[:i] or auto")
     run.add_argument("--calibration-frames", type=int, default=16, help="scenes for int8 calibration (default 16)")
@@ -719,7 +728,7 @@ def run(args, argv: list[str], log=print) -> tuple[str, list[dict]]:
     else:
         path_names = _names(args.paths, "path")
     sizes = [parse_size(s) for s in args.size.split(",") if s.strip()]
-    positive = ("batch", "calibration_frames", "replay_frames", "replay_rounds")
+    positive = ("batch", "calibration_frames", "replay_frames", "replay_rounds", "replay_in_flight")
     for key in ("repeats", "warmup", "scenes", "cameras", *positive):
         if getattr(args, key) < (1 if key in positive else 0):
             raise BenchError(f"--{key.replace('_', '-')} must be {'positive' if key in positive else 'zero or more'}")

@@ -16,7 +16,8 @@
    masks are never recorded.
 4. The camera messages are published over DDS as the bag's raw CDR bytes: at the bag's own
    timing (default), scaled by --rate-factor, or --as-fast-as-node (the next frame goes out
-   when the previous mask arrived, or after --timeout). Every mask (and any output chosen
+   when the previous mask arrived, or after --timeout; with --in-flight N when fewer than N
+   frames are unanswered). Every mask (and any output chosen
    with --record) is written to OUT_BAG with the input frame's bag time; the node keeps its
    header, so stamps match one to one. In timed modes the node may drop frames (the newest
    pending frame wins): those are counted and listed, never matched to another frame's mask.
@@ -59,6 +60,7 @@ class ReplayOptions:
     out_bag: Path
     rate_factor: float = 1.0
     as_fast_as_node: bool = False
+    in_flight: int = 1  # --as-fast-as-node: frames sent and not yet answered (1: wait for each mask)
     start_node: bool = True
     model: Path | None = None
     backend: str = "auto"
@@ -88,7 +90,8 @@ def format_summary(r: dict) -> str:
     lat = r["latency_ms"]
     lines = [
         f"replayed {r['in_bag']} ({r['image_topic']}, {r['mode']}"
-        + (f" x{r['rate_factor']:g}" if r["rate_factor"] else "") + f") -> {r['out_bag']}",
+        + (f" x{r['rate_factor']:g}" if r["rate_factor"] else "")
+        + (f", {r['in_flight']} in flight" if (r.get("in_flight") or 1) > 1 else "") + f") -> {r['out_bag']}",
         f"frames published {r['frames_published']}, masks received {r['masks_received']}, dropped {r['dropped']}"
         + (f" (late {r['late_masks']})" if r["late_masks"] else ""),
     ]
@@ -138,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="play at this multiple of the bag's own timing (default 1.0)")
     timing.add_argument("--as-fast-as-node", action="store_true",
                         help="send the next frame when the previous mask arrived (or after --timeout)")
+    p.add_argument("--in-flight", type=int, default=1, metavar="N",
+                   help="with --as-fast-as-node: keep N frames sent and not yet answered (default 1: wait for "
+                        "each mask; 2: a frame waits at the node while the one before runs, so the node never "
+                        "idles between frames: throughput without the DDS round trip)")
     p.add_argument("--start-node", action=argparse.BooleanOptionalAction, default=True,
                    help="start seg_node as a process (default), or use one started separately")
     p.add_argument("--model", type=Path, help="model for the started node (default: the package's default model)")
@@ -170,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from_args(args) -> ReplayOptions:
     return ReplayOptions(
         in_bag=args.in_bag, out_bag=args.out_bag, rate_factor=args.rate_factor,
-        as_fast_as_node=args.as_fast_as_node, start_node=args.start_node, model=args.model,
+        as_fast_as_node=args.as_fast_as_node, in_flight=args.in_flight, start_node=args.start_node, model=args.model,
         backend=args.backend, class_config=args.class_config, node_params=dict(args.node_param),
         image_topic=args.image_topic, labels_topic=args.labels_topic, publish_topic=args.publish_topic,
         output_prefix=args.output_prefix, record=tuple(r.strip() for r in args.record.split(",") if r.strip()),

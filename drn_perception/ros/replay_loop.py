@@ -73,6 +73,10 @@ class Replay:
         self.ros_args = list(ros_args or [])
         if opts.rate_factor <= 0:
             raise ReplayError(f"--rate-factor must be positive, got {opts.rate_factor}")
+        if opts.in_flight < 1:
+            raise ReplayError(f"--in-flight must be at least 1, got {opts.in_flight}")
+        if opts.in_flight > 1 and not opts.as_fast_as_node:
+            raise ReplayError("--in-flight applies to --as-fast-as-node (timed replays send at the bag's timing)")
         if opts.timeout <= 0:
             raise ReplayError(f"--timeout must be positive, got {opts.timeout}")
         unknown = [r for r in opts.record if r not in OUTPUTS]
@@ -235,6 +239,7 @@ class Replay:
             **frame_sizes(plan, result.pop("mask_sizes")), "bag_rate_hz": bag_rate,
             "mode": "as_fast_as_node" if o.as_fast_as_node else "timed",
             "rate_factor": None if o.as_fast_as_node else o.rate_factor,
+            "in_flight": o.in_flight if o.as_fast_as_node else None,
             "node": {"started": node_proc is not None, "model": str(model) if model else None,
                      "demo_model": is_demo_model(model),
                      "input_topic": publish_topic, "output_prefix": output_prefix,
@@ -315,6 +320,7 @@ class Replay:
         pending_labels: dict[int, bytes] = {}
         pending_inputs: dict[int, bytes] = {}
         late = duplicates = unexpected = 0
+        rtt = [float("inf")]  # shortest publish -> mask so far (s)
         last_activity = [time.perf_counter()]
         # One extra class for the mask's 255 (unknown): such pixels count as misses of the true class.
         conf = np.zeros((num_classes + 1, num_classes + 1), np.int64) if plan.labels_topic else None
@@ -348,6 +354,7 @@ class Replay:
                 duplicates += 1
                 return
             got_mask[stamp] = t_recv
+            rtt[0] = min(rtt[0], t_recv - published[stamp])
             key = (int(msg.height), int(msg.width))
             mask_sizes[key] = mask_sizes.get(key, 0) + 1
             outputs_seen["mask"].add(stamp)
@@ -428,6 +435,27 @@ class Replay:
             while deferred:
                 finish(*deferred.popleft())
 
+        def unanswered() -> int:
+            # sent, no mask, not superseded by a later frame's mask (got_mask and superseded are
+            # disjoint subsets of order)
+            return len(order) - len(got_mask) - len(superseded)
+
+        def may_send() -> bool:
+            n = unanswered()
+            if n == 0:
+                return True
+            # Beside frames in flight only once the newest has been at the node for half the
+            # shortest round trip: it is being worked on by then, not waiting in the node's
+            # one-frame slot, where the next frame would replace it.
+            return n < o.in_flight and time.perf_counter() >= published[order[-1]] + rtt[0] / 2
+
+        def wait_to_send(deadline: float) -> None:
+            """--as-fast-as-node: until fewer than --in-flight frames are unanswered (1: the
+            previous mask is in), or the deadline (--timeout): the next frame goes anyway."""
+            while not may_send() and time.perf_counter() < deadline:
+                opens = published[order[-1]] + rtt[0] / 2 if 0 < unanswered() < o.in_flight else deadline
+                drain(min(deadline, max(opens, time.perf_counter())), done=may_send)
+
         t_start = time.perf_counter()
         t0_bag = plan.frames[0].bag_time
         idx = 0
@@ -442,9 +470,7 @@ class Replay:
             frame = plan.frames[idx]
             idx += 1
             if o.as_fast_as_node:
-                if order:
-                    prev = order[-1]
-                    drain(time.perf_counter() + o.timeout, done=lambda: prev in got_mask)
+                wait_to_send(time.perf_counter() + o.timeout)
             else:
                 drain(t_start + (bag_time - t0_bag) / 1e9 / o.rate_factor)
             if overlays is not None:
