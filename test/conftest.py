@@ -52,10 +52,19 @@ def tiny_onnx_model(tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def segmenter(tiny_onnx_model):
-    """The tiny ONNX model on ONNX Runtime: what tests compare the node's output against."""
+    """The tiny ONNX model opened as the node opens it by default (backend auto: OpenVINO on this
+    CPU where installed): what tests compare the node's output against."""
     from drn_perception.inference import create_segmenter
 
     return create_segmenter(tiny_onnx_model)
+
+
+@pytest.fixture(scope="session")
+def ort_segmenter(tiny_onnx_model):
+    """The tiny ONNX model on ONNX Runtime fp32 (what serves while a TensorRT engine builds)."""
+    from drn_perception.inference import create_segmenter
+
+    return create_segmenter(tiny_onnx_model, "onnxruntime", "cpu")
 
 
 @pytest.fixture(scope="module")

@@ -127,8 +127,8 @@ def test_compare_agreement_matches_a_direct_count(tiny_onnx_model, tmp_path):
     section = json.loads(js.read_text())["sections"][0]
     assert all(r["times_s"] == [] for r in section["results"].values())
     images = np.stack([generate_scene(EVAL_SEED0 + i, 32, 64)[0] for i in range(3)])
-    fp32 = create_segmenter(tiny_onnx_model).infer(images).labels
-    q = create_segmenter(int8).infer(images).labels
+    fp32 = create_segmenter(tiny_onnx_model, "onnxruntime").infer(images).labels
+    q = create_segmenter(int8, "onnxruntime").infer(images).labels
     expected = np.count_nonzero(fp32 == q) / fp32.size
     assert section["results"]["onnxruntime-int8"]["agreement"] == pytest.approx(expected)
     # mIoU against the scenes' exact labels is reported for a given (non-random) model

@@ -11,7 +11,7 @@ from drn_perception.inference import BackendUnavailable, create_segmenter
 
 def test_torch_and_onnxruntime_agree_through_create_segmenter(tiny_checkpoint, tiny_onnx_model):
     a = create_segmenter(tiny_checkpoint, device="cpu")
-    b = create_segmenter(tiny_onnx_model, device="cpu")
+    b = create_segmenter(tiny_onnx_model, "onnxruntime", device="cpu")
     assert (a.backend, b.backend) == ("torch", "onnxruntime")
     assert a.info.classes == b.info.classes
     frames = np.stack([generate_scene(s, 96, 160)[0] for s in (1, 2)])
@@ -35,7 +35,7 @@ def test_odd_sizes_run_unpadded_at_input_size(tiny_onnx_model, tiny_checkpoint, 
         direct = SegmentationPipeline(model, info.mean, info.std).eval().logits(torch.from_numpy(frame[None]))
     direct = direct.argmax(1).numpy()
     assert direct.shape == (1, h, w)
-    seg = create_segmenter(tiny_onnx_model)
+    seg = create_segmenter(tiny_onnx_model, "onnxruntime")
     graph = seg.session.run(["labels", "confidence"], {"images": frame[None]})
     assert graph[0].shape == graph[1].shape == (1, h, w)  # the graph itself crops
     for backend in (seg, create_segmenter(tiny_checkpoint, device="cpu")):
@@ -61,7 +61,7 @@ def test_graph_exported_before_the_crop_gives_the_same_labels(tiny_checkpoint, t
     monkeypatch.setattr(pipeline, "SegmentationPipeline", UncroppedPipeline)
     old = export.export_onnx(tiny_checkpoint, tmp_path / "old.onnx", check=False)
     monkeypatch.undo()
-    old_seg, new_seg = create_segmenter(old), create_segmenter(tiny_onnx_model)
+    old_seg, new_seg = create_segmenter(old, "onnxruntime"), create_segmenter(tiny_onnx_model, "onnxruntime")
     frames = np.stack([generate_scene(s, 128, 200)[0][:61, :97] for s in (6, 7)])
     assert old_seg.session.run(["labels"], {"images": frames})[0].shape == (2, 64, 104)
     a, b = old_seg.infer(frames, want_confidence=True), new_seg.infer(frames, want_confidence=True)
@@ -85,7 +85,7 @@ def test_output_of_another_shape_is_refused_not_misaligned(tiny_onnx_model):
 
 
 def test_bad_batches_are_refused(tiny_onnx_model):
-    seg = create_segmenter(tiny_onnx_model)
+    seg = create_segmenter(tiny_onnx_model, "onnxruntime")
     with pytest.raises(ValueError, match="uint8"):
         seg.infer(np.zeros((1, 8, 8, 3), np.float32))
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):

@@ -111,7 +111,8 @@ def test_node_process_answers_both_qos_every_encoding_and_survives_bad_frames(ti
                            direct(segmenter, rgb))
             values = wait_diag(probe, "seg_node: camera", "masks_out", at_least=11)
             assert {values[f"dropped_{r}"] for r, _ in bad_images()} == {"1"}
-            assert values["backend"] == "onnxruntime" and Path(values["model"]) == Path(tiny_onnx_model)
+            assert (values["backend"], values["precision"]) == (segmenter.backend, segmenter.precision)  # backend auto
+            assert Path(values["model"]) == Path(tiny_onnx_model)
             assert float(values["latency_receipt_p95_ms"]) > 0 and float(values["inference_p50_ms"]) > 0
             # the node's own share: measured (not nan), and part of the receipt latency
             assert 0 < float(values["overhead_p50_ms"]) <= float(values["latency_receipt_p95_ms"])

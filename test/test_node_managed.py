@@ -148,7 +148,7 @@ def test_camera_info_is_republished_with_each_mask_header_and_missing_info_is_re
 
 
 def test_first_start_without_an_engine_serves_on_onnx_runtime_and_reports_the_failed_build(tiny_onnx_model, context,
-                                                                                           segmenter, tmp_path):
+                                                                                           ort_segmenter, tmp_path):
     """TensorRT is not installable here: the build process fails, the node keeps serving on ONNX
     Runtime over the same graph and /diagnostics says why."""
     from drn_perception.ros.node import SegNode
@@ -163,7 +163,7 @@ def test_first_start_without_an_engine_serves_on_onnx_runtime_and_reports_the_fa
     probe.listen("drn/mask", Image, reliable())
     probe.listen("/diagnostics", DiagnosticArray)
     rgb = random_rgb(40, 56, seed=9)
-    want = segmenter.infer(rgb[None]).labels[0].astype(np.uint8)
+    want = ort_segmenter.infer(rgb[None]).labels[0].astype(np.uint8)
     try:
         with SpinThread(context, node, probe.node):
             probe.wait_matched(pub)
@@ -186,7 +186,7 @@ def test_first_start_without_an_engine_serves_on_onnx_runtime_and_reports_the_fa
         node.destroy_node()
 
 
-def test_openvino_precision_is_chosen_reported_and_refused_for_other_backends(tiny_onnx_model, context, segmenter):
+def test_openvino_precision_is_chosen_reported_and_refused_for_other_backends(tiny_onnx_model, context, ort_segmenter):
     from drn_perception.ros.node import SegNode
     from drn_perception.ros.params import StartupError
 
@@ -203,10 +203,11 @@ def test_openvino_precision_is_chosen_reported_and_refused_for_other_backends(ti
             probe.wait_matched(pub)
             m = probe.send_until_answered(pub, image_msg(rgb), "drn/mask", "ov")
         # f32 is the precision whose labels are ONNX Runtime's
-        np.testing.assert_array_equal(read_image(m), segmenter.infer(rgb[None]).labels[0].astype(np.uint8))
+        np.testing.assert_array_equal(read_image(m), ort_segmenter.infer(rgb[None]).labels[0].astype(np.uint8))
     finally:
         probe.destroy()
         node.destroy_node()
     with pytest.raises(StartupError, match="applies to backend openvino only; onnxruntime"):
         SegNode("refused_node", context=context, parameter_overrides=[
-            Parameter("model_path", value=str(tiny_onnx_model)), Parameter("precision", value="bf16")])
+            Parameter("model_path", value=str(tiny_onnx_model)), Parameter("backend", value="onnxruntime"),
+            Parameter("precision", value="bf16")])

@@ -143,19 +143,54 @@ def test_drn_quantize_writes_an_ir_from_an_image_folder(tiny_onnx_model, tmp_pat
     assert not bad.exists()
 
 
-def test_auto_opens_an_onnx_with_openvino_where_onnxruntime_is_missing(tiny_onnx_model):
-    """auto: ONNX Runtime where installed (fp32 labels, fastest of those that keep them); a
-    machine with only openvino still opens the .onnx (a blocked import is a missing package)."""
+def _child(code: str) -> str:
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['onnxruntime'] = None\n"
-            "from drn_perception.inference import create_segmenter\n"
-            f"s = create_segmenter({str(tiny_onnx_model)!r}, device='cpu')\n"
-            "print(s.describe())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_auto_rule_openvino_on_cpu_onnxruntime_for_cuda_and_without_openvino(tiny_onnx_model, tmp_path):
+    """backend auto for an .onnx: OpenVINO on the CPU where installed (precision auto: bf16 on
+    cores with AMX/AVX512-BF16, f32 elsewhere), ONNX Runtime for CUDA and where openvino is
+    missing (a blocked import is a missing package); an .xml is OpenVINO's, a .pt torch's."""
+    from drn_perception.inference.base import auto_backend
+    from drn_perception.inference.openvino_backend import resolve_precision, _core
+
+    seg = create_segmenter(tiny_onnx_model, device="cpu")
+    caps = list(_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    assert seg.backend == "openvino" and not seg.auto_note
+    assert seg.precision == ("bf16" if resolve_precision("auto", "CPU", caps) == "bf16" else "f32"), (seg.precision, caps)
+    assert seg.describe().startswith(f"openvino:CPU {seg.precision} ")
+    assert auto_backend(tiny_onnx_model, "auto") == "openvino"  # no onnxruntime-gpu here
+    assert auto_backend(tiny_onnx_model, "cuda:0") == "onnxruntime"
+    assert auto_backend(tmp_path / "m.xml", "cpu") == "openvino" and auto_backend(tmp_path / "m.pt") == "torch"
+    out = _child("import sys; sys.modules['openvino'] = None\n"
+                 "from drn_perception.inference import create_segmenter\n"
+                 f"print(create_segmenter({str(tiny_onnx_model)!r}, device='cpu').describe())")
+    assert out.startswith("onnxruntime:cpu fp32 ")
+    out = _child("import sys; sys.modules['onnxruntime'] = None\n"
+                 "from drn_perception.inference import create_segmenter\n"
+                 f"print(create_segmenter({str(tiny_onnx_model)!r}, device='cpu').describe())")
     assert out.startswith("openvino:CPU ")
-    assert create_segmenter(tiny_onnx_model, device="cpu").backend == "onnxruntime"
+
+
+def test_auto_falls_back_to_onnxruntime_when_openvino_cannot_compile(tiny_onnx_model):
+    """An .onnx OpenVINO fails on (here: its compile made to raise) still opens with backend auto,
+    on ONNX Runtime, and the segmenter says why (the node logs it); an explicit openvino fails."""
+    code = ("import openvino\n"
+            "def broken(*a, **k): raise RuntimeError('Unsupported operation: FancyOp')\n"
+            "openvino.Core.compile_model = broken\n"
+            "from drn_perception.inference import create_segmenter\n"
+            f"s = create_segmenter({str(tiny_onnx_model)!r})\n"
+            "print(s.describe()); print(s.auto_note)\n"
+            "try:\n"
+            f"    create_segmenter({str(tiny_onnx_model)!r}, 'openvino')\n"
+            "except Exception as exc: print('explicit:', type(exc).__name__, exc)\n")
+    describe, note, explicit = _child(code).splitlines()
+    assert describe.startswith("onnxruntime:cpu fp32 ")
+    assert "openvino could not open tiny.onnx" in note and "FancyOp" in note and "onnxruntime instead" in note
+    assert explicit.startswith("explicit: ") and "FancyOp" in explicit
 
 
 def test_static_shapes_compile_per_frame_size(tiny_onnx_model):

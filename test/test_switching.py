@@ -116,7 +116,7 @@ def test_switch_from_fp32_to_int8_while_frames_flow(tiny_onnx_model, tmp_path):
     ("import os, signal; print('started'); os.kill(os.getpid(), signal.SIGKILL)", ["killed by SIGKILL", "started"]),
     ("pass", ["exited with status 0"]),  # exits 0, but the opener finds no model
 ])
-def test_a_failed_producer_keeps_the_old_backend_serving(segmenter, tiny_onnx_model, tmp_path, code, words):
+def test_a_failed_producer_keeps_the_old_backend_serving(ort_segmenter, tiny_onnx_model, tmp_path, code, words):
     if code == "pass":
         missing = tmp_path / "never_written.onnx"
         producer = python_producer(code, lambda: create_segmenter(missing, "onnxruntime", "cpu"))
@@ -132,7 +132,7 @@ def test_a_failed_producer_keeps_the_old_backend_serving(segmenter, tiny_onnx_mo
     assert status["reason"] in status["message"] and status["serving"] == serving.describe()
     assert sw.serving is serving and "failed" in sw.describe()
     for f in frames(2):
-        np.testing.assert_array_equal(sw.infer(f).labels, segmenter.infer(f).labels)
+        np.testing.assert_array_equal(sw.infer(f).labels, ort_segmenter.infer(f).labels)
 
 
 def test_a_model_failing_its_check_is_not_switched_to(tiny_onnx_model, tmp_path):
@@ -194,23 +194,23 @@ def test_close_stops_a_running_producer(tiny_onnx_model, tmp_path):
 
 
 @pytest.mark.skipif(not NO_TENSORRT, reason="TensorRT is installed here: the build would succeed")
-def test_engine_build_without_tensorrt_keeps_serving_on_onnxruntime(segmenter, tiny_onnx_model, tmp_path):
+def test_engine_build_without_tensorrt_keeps_serving_on_onnxruntime(ort_segmenter, tiny_onnx_model, tmp_path):
     engine = tmp_path / "tiny.engine"
     sw = open_segmenter(engine, "auto", "auto", build_engine="if_missing", onnx=tiny_onnx_model)
     assert isinstance(sw, SwitchingSegmenter)
     f = frames(1)[0]
-    np.testing.assert_array_equal(sw.infer(f).labels, segmenter.infer(f).labels)  # serves before the build ends
+    np.testing.assert_array_equal(sw.infer(f).labels, ort_segmenter.infer(f).labels)  # serves before the build ends
     assert sw.wait(120) == "failed"
     status = sw.status()
     assert status["producer"] == "drn-build-engine" and status["backend"] == "onnxruntime"
     assert "drn-build-engine exited with status 2" in status["reason"] and "TensorRT" in status["reason"], status
     assert "building TensorRT engine failed" in status["message"]
-    np.testing.assert_array_equal(sw.infer(f).labels, segmenter.infer(f).labels)
+    np.testing.assert_array_equal(sw.infer(f).labels, ort_segmenter.infer(f).labels)
     assert not engine.exists()
 
 
 @pytest.mark.skipif(not NO_TENSORRT, reason="TensorRT is installed here")
-def test_stale_engine_without_tensorrt_keeps_serving(segmenter, tiny_onnx_model, tmp_path):
+def test_stale_engine_without_tensorrt_keeps_serving(ort_segmenter, tiny_onnx_model, tmp_path):
     engine = tmp_path / "tiny.engine"
     engine.write_bytes(b"an engine of another machine")
     with pytest.raises(BackendUnavailable, match="tensorrt"):  # nothing to build under if_missing, and it cannot run
@@ -219,7 +219,7 @@ def test_stale_engine_without_tensorrt_keeps_serving(segmenter, tiny_onnx_model,
     assert isinstance(sw, SwitchingSegmenter) and sw.wait(120) == "failed"
     assert "TensorRT" in sw.status()["reason"]
     f = frames(1)[0]
-    np.testing.assert_array_equal(sw.infer(f).labels, segmenter.infer(f).labels)
+    np.testing.assert_array_equal(sw.infer(f).labels, ort_segmenter.infer(f).labels)
 
 
 def test_open_segmenter_errors_come_before_any_work(tiny_onnx_model, tmp_path):
@@ -235,8 +235,10 @@ def test_open_segmenter_errors_come_before_any_work(tiny_onnx_model, tmp_path):
 
 
 def test_open_segmenter_gives_plain_segmenters_when_nothing_is_built(tiny_onnx_model, tmp_path):
+    from drn_perception.inference.base import auto_backend
+
     seg = open_segmenter(tiny_onnx_model, build_engine="if_stale")
-    assert not isinstance(seg, SwitchingSegmenter) and seg.backend == "onnxruntime"
+    assert not isinstance(seg, SwitchingSegmenter) and seg.backend == auto_backend(tiny_onnx_model)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class Segmenter(abc.ABC):
     """A loaded model on one backend."""
 
     backend: str = ""
+    auto_note: str = ""  # why backend auto is not on its first choice (create_segmenter), else empty
     precision: str = "fp32"  # what the backend computes in (each backend sets its own; in describe())
 
     def __init__(self, path: str | Path, info: ModelInfo, device: str):
@@ -112,22 +113,29 @@ def backend_for_path(path: str | Path) -> str:
     raise ValueError(f"cannot tell the backend of {path}: expected one of {known}")
 
 
-def auto_backend(path: str | Path) -> str:
-    """What ``backend: auto`` opens ``path`` with: the first backend in BACKENDS' order that loads
-    its suffix and is importable here (else the first, whose error names the package).
+def auto_backend(path: str | Path, device: str = "auto") -> str:
+    """What ``backend: auto`` opens ``path`` with on ``device``: the first backend of the rule's
+    order that loads the file's suffix and is importable here (else the first that loads the
+    suffix, whose error names the package).
 
-    The measured rule (benchmarks/README.md, "the OpenVINO backend"): for an .onnx, ONNX
-    Runtime fp32, which keeps the graph's fp32 labels; OpenVINO only where onnxruntime is not
-    installed. At equal labels ONNX Runtime is faster on a Xeon with AMX (DRN-C-26 512x1024:
-    1122 vs 1370 ms for OpenVINO f32) and ties on Zen 4 at full width; OpenVINO f32 is 1.2x
-    faster there only on the narrow shipped model (pass backend openvino, precision f32). The
-    faster paths move labels (OpenVINO bf16 ~2x here, ~5x on AMX; the int8 IR): they are chosen
-    explicitly (backend openvino, or an .xml, which auto opens with openvino). Either way the
-    choice and its precision are in describe(), the node's start-up line.
+    The measured rule for an .onnx (benchmarks/README.md, "backend: auto"): on the CPU,
+    OpenVINO where it is installed, ONNX Runtime otherwise. OpenVINO's precision auto runs bf16
+    on cores with AMX or AVX512-BF16 (a Xeon with AMX: 4-7x ONNX Runtime fp32 on the shipped
+    model and full-width DRN-C-26, 99.87% of a trained model's labels = fp32, the shipped
+    model's mIoU within 0.1; Zen 4: ~2x) and f32 elsewhere (never slower than ONNX Runtime fp32
+    in any of our measurements: a tie at full width, 1.2-1.7x on the shipped model). For a CUDA
+    device (``cuda[:i]``, or ``auto`` where onnxruntime-gpu has CUDA) it is ONNX Runtime, which
+    runs there; OpenVINO has no CUDA. The choice and its precision are in describe(), the
+    node's start-up line, and in /diagnostics.
     """
     first = backend_for_path(path)
     suffix = Path(path).suffix.lower()
-    for name, (module, _, suffixes, _) in BACKENDS.items():
+    order = list(BACKENDS)
+    if suffix == ".onnx" and not _wants_cuda(device):
+        order.remove("openvino")
+        order.insert(order.index("onnxruntime"), "openvino")
+    for name in order:
+        module, _, suffixes, _ = BACKENDS[name]
         if suffix in suffixes:
             try:
                 importlib.import_module(module)
@@ -137,6 +145,19 @@ def auto_backend(path: str | Path) -> str:
     return first
 
 
+def _wants_cuda(device: str) -> bool:
+    """``device`` names a CUDA device, or is ``auto`` on a machine where ONNX Runtime has CUDA."""
+    if device.lower().startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
 def create_segmenter(path: str | Path, backend: str = "auto", device: str = "auto", **options) -> Segmenter:
     """Open ``path`` with ``backend`` ("auto" picks by file type).
 
@@ -144,14 +165,33 @@ def create_segmenter(path: str | Path, backend: str = "auto", device: str = "aut
     options: passed to the backend's constructor (e.g. tensorrt's build_engine/onnx, which may
     build a missing engine file from the ONNX model).
     Raises FileNotFoundError, ValueError (unknown backend / bad file) or BackendUnavailable
-    (library missing), each with a message that names the fix.
+    (library missing), each with a message that names the fix. Where auto chose openvino for an
+    .onnx that OpenVINO cannot open, ONNX Runtime opens it, and the segmenter's ``auto_note``
+    says why (the node logs it as a warning).
     """
     path = Path(path)
     may_build = options.get("build_engine", "never") != "never"
     if not path.is_file() and not may_build:
         raise FileNotFoundError(f"model file not found: {path}")
     if backend == "auto":
-        backend = auto_backend(path)
+        backend = auto_backend(path, device)
+        if backend == "openvino" and path.suffix.lower() == ".onnx" and device in ("auto", "cpu") and not options:
+            try:
+                return _open(path, backend, device)
+            except Exception as exc:  # noqa: BLE001 - any OpenVINO failure: ONNX Runtime may still open it
+                try:
+                    seg = _open(path, "onnxruntime", "cpu")
+                except BackendUnavailable:
+                    raise exc from None
+                # otherwise the file is bad for both: ONNX Runtime's error (ONNX's own checks) propagates
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                seg.auto_note = (f"backend auto: openvino could not open {path.name} ({type(exc).__name__}: "
+                                 f"{first_line}); serving on onnxruntime instead")
+                return seg
+    return _open(path, backend, device, **options)
+
+
+def _open(path: Path, backend: str, device: str, **options) -> Segmenter:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose auto, {', '.join(BACKENDS)}")
     module, cls_name, suffixes, pip_name = BACKENDS[backend]

@@ -113,7 +113,7 @@ class OpenVinoSegmenter(Segmenter):
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
-            raise ValueError(f"OpenVINO cannot read {path}: {str(exc).strip().splitlines()[0]}") from None
+            raise ValueError(f"OpenVINO cannot read {path}: {_reason(exc)}") from None
         super().__init__(path, _read_info(path, model), ov_device)
         check_num_classes(path, self.info.num_classes, _num_classes(model), "the OpenVINO model")
         names = [o.get_any_name() for o in model.outputs]
@@ -127,9 +127,9 @@ class OpenVinoSegmenter(Segmenter):
         self._core, self._model, self.outputs = core, model, names
         self._lock = threading.Lock()
         # NPUs compile static shapes only: there each frame size gets its own compiled model. On
-        # CPU (static_shapes None) a frame size gets its own once it comes a second time.
+        # CPU (static_shapes None, f32) a frame size gets its own once it comes a second time.
         self.static_shapes = ov_device.startswith("NPU") if static_shapes is None else bool(static_shapes)
-        self.per_size = static_shapes is None and ov_device == "CPU"
+        self.per_size = False  # decided below, once the precision is known
         self._seen: dict[tuple, int] = {}  # frame shapes seen without a compiled model of their own
         self.labels_head = "graph"  # which labels head the latest compiled model has
         self._compiled: dict[tuple, tuple] = {}  # (labels only, shape or None) -> (compiled model, request)
@@ -139,6 +139,11 @@ class OpenVinoSegmenter(Segmenter):
         else:
             compute = hint or f"{ov_device.lower()} default"
         self.precision = f"int8+{compute}" if _is_quantized(model) else compute
+        # Per-size models on CPU in f32 only: there they give the dynamic model's labels to the
+        # pixel; in bf16 (and int8 with bf16 parts) they round differently (0.03% of the shipped
+        # model's labels, 1% of a random one's), and a frame's mask must not depend on which
+        # frames came before it (a replayed bag gives the same masks on a warm node).
+        self.per_size = static_shapes is None and ov_device == "CPU" and self.precision == "f32"
 
     def _key(self, labels_only: bool, shape: tuple | None) -> tuple:
         """Which compiled model answers: the one for this shape (static shapes, or on CPU a
@@ -184,7 +189,7 @@ class OpenVinoSegmenter(Segmenter):
                 model.reshape({model.input(0): list(shape)})
             except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
                 raise ValueError(f"OpenVINO cannot reshape {self.path.name} to {shape}: "
-                                 f"{str(exc).strip().splitlines()[0]}") from None
+                                 f"{_reason(exc)}") from None
             budget = MAX_STATIC_PIXELS - _pixels(shape) if self.per_size else None
             while True:  # room for it: drop the least recently used models of their own size
                 sized = [k for k in self._compiled if k[1] is not None]
@@ -215,7 +220,7 @@ class OpenVinoSegmenter(Segmenter):
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
             raise ValueError(f"OpenVINO cannot compile {self.path.name} for {self.device}"
                              f"{f' at {shape}' if shape is not None else ''}: "
-                             f"{str(exc).strip().splitlines()[0]}") from None
+                             f"{_reason(exc)}") from None
 
     def _run(self, images: np.ndarray, want_confidence: bool) -> SegmentationResult:
         full = want_confidence and "confidence" in self.outputs
@@ -227,6 +232,14 @@ class OpenVinoSegmenter(Segmenter):
 
     def describe(self) -> str:
         return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of an OpenVINO error that says something ("Exception from src/...cpp:84:"
+    lines only say where)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("Exception from ")]
+    return (useful or lines or [type(exc).__name__])[0]
 
 
 def _pixels(shape: tuple) -> int:

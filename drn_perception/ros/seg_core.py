@@ -111,7 +111,7 @@ class SegCore:
         options = {}
         if self.precision != "auto":
             try:
-                chosen = self.backend if self.backend != "auto" else auto_backend(path)
+                chosen = self.backend if self.backend != "auto" else auto_backend(path, self.device)
             except ValueError as exc:  # a suffix no backend loads
                 raise StartupError(f"cannot load model {path}: {exc}") from None
             if chosen != "openvino":
@@ -151,6 +151,8 @@ class SegCore:
         self.class_names = config.classes
         self.lut = conv.palette_lut(config.palette)
         self.model_file, self.segmenter = path, segmenter
+        if getattr(segmenter, "auto_note", ""):
+            self.get_logger().warning(segmenter.auto_note)
         if path.resolve() == default_model_path().resolve():
             self.get_logger().warning(DEMO_WARNING)
 
