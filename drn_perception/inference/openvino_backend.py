@@ -30,9 +30,10 @@ run on a second compiled model without the confidence output (as the onnxruntime
 does); the one with confidence is compiled on the first frame that asks for it.
 
 Shapes: the graph's batch, height and width stay dynamic, and on CPU in f32 a frame size that
-comes a second time gets a compiled model of its own (not in bf16 or int8: there a static model
-rounds differently from the dynamic one, so a frame's mask would depend on the frames before it) (static shapes: DRN-C-26 int8 at 512x1024 on a
-Xeon with AMX 99 -> 85 ms; compiling takes ~0.25 s, once per camera size), so a camera's
+comes a second time gets a compiled model of its own (static shapes: DRN-C-26 int8 at 512x1024
+on a Xeon with AMX 99 -> 85 ms; compiling takes ~0.25 s, once per camera size; not in bf16 or
+int8, where a static model rounds differently from the dynamic one, so a frame's mask would
+depend on the frames before it), so a camera's
 stream runs static from its second frame while frames of ever new sizes stay on the dynamic
 model, as do sizes whose compilation fails. A compiled model keeps its activation memory, so the
 per-size models hold at most MAX_STATIC_PIXELS (4 Mpx) in all, the least recently used dropped
