@@ -440,21 +440,25 @@ class Replay:
             # disjoint subsets of order)
             return len(order) - len(got_mask) - len(superseded)
 
-        def may_send() -> bool:
+        def opens_at() -> float:
+            """When the next frame may go (--as-fast-as-node): at once with nothing unanswered,
+            not while --in-flight are; else once the newest has been at the node for half the
+            shortest round trip, so it is being worked on, not waiting in the node's one-frame
+            slot, where the next frame would replace it."""
             n = unanswered()
             if n == 0:
-                return True
-            # Beside frames in flight only once the newest has been at the node for half the
-            # shortest round trip: it is being worked on by then, not waiting in the node's
-            # one-frame slot, where the next frame would replace it.
-            return n < o.in_flight and time.perf_counter() >= published[order[-1]] + rtt[0] / 2
+                return float("-inf")
+            if n >= o.in_flight:
+                return float("inf")
+            return published[order[-1]] + rtt[0] / 2
+
+        def may_send() -> bool:
+            return time.perf_counter() >= opens_at()
 
         def wait_to_send(deadline: float) -> None:
-            """--as-fast-as-node: until fewer than --in-flight frames are unanswered (1: the
-            previous mask is in), or the deadline (--timeout): the next frame goes anyway."""
+            """Until opens_at(), or the deadline (--timeout): the next frame goes anyway."""
             while not may_send() and time.perf_counter() < deadline:
-                opens = published[order[-1]] + rtt[0] / 2 if 0 < unanswered() < o.in_flight else deadline
-                drain(min(deadline, max(opens, time.perf_counter())), done=may_send)
+                drain(min(deadline, max(opens_at(), time.perf_counter())), done=may_send)
 
         t_start = time.perf_counter()
         t0_bag = plan.frames[0].bag_time
