@@ -124,9 +124,17 @@ def test_mask_message_is_mono8_with_the_header_copied():
 
 
 def test_labels_outside_0_254_become_unknown():
-    for dtype in (np.int32, np.int64, np.float32):
-        labels = np.array([[0, 18, 254], [255, -1, 1000]], dtype)
-        np.testing.assert_array_equal(cv.labels_to_mask(labels), [[0, 18, 254], [255, 255, 255]])
+    for dtype in (np.int16, np.int32, np.int64, np.uint16, np.uint32, np.uint64, np.float32):
+        kind = np.dtype(dtype).kind
+        big = np.iinfo(dtype).max if kind in "iu" else 1e9
+        low = np.iinfo(dtype).min if kind == "i" else 256 if kind == "u" else -1
+        labels = np.array([[0, 18, 254], [255, low, big]], dtype)
+        mask = cv.labels_to_mask(labels)
+        assert mask.dtype == np.uint8, dtype
+        np.testing.assert_array_equal(mask, [[0, 18, 254], [255, 255, 255]])
+        # a strided view (a batch's column slice) gives the same as its copy
+        wide = np.repeat(labels, 2, axis=1)[:, ::2]
+        np.testing.assert_array_equal(cv.labels_to_mask(wide), mask)
 
 
 def test_resize_labels_is_nearest_and_keeps_the_class_set():

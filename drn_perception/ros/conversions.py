@@ -155,8 +155,8 @@ def labels_to_mask(labels: np.ndarray) -> np.ndarray:
         return labels
     if labels.dtype.kind == "i":  # read as unsigned, negative ids are huge and clip to 255 below
         labels = labels.view(f"u{labels.dtype.itemsize}")
-    if labels.dtype.kind == "u":  # per frame in the node: min + cast, not two compares + where + cast
-        return np.minimum(labels, IGNORE_LABEL).astype(np.uint8)
+    if labels.dtype.kind == "u":  # per frame in the node: one pass, the minimum written as uint8
+        return np.minimum(labels, IGNORE_LABEL, out=np.empty(labels.shape, np.uint8), casting="unsafe")
     ok = (labels >= 0) & (labels < IGNORE_LABEL)
     return np.where(ok, labels, IGNORE_LABEL).astype(np.uint8)
 
