@@ -89,11 +89,15 @@ def quantize_openvino_int8(model: str | Path, out: str | Path, calibration_count
     import logging
 
     from drn_perception.deploy.quantize import _read_sidecar, calibration_frames
+    from drn_perception.inference.openvino_backend import error_reason, read_model
 
     nncf.set_log_level(logging.WARNING)  # not a line per float layer
 
     info = _read_sidecar(model)
-    ov_model = ov.Core().read_model(str(model))
+    try:
+        ov_model = read_model(ov.Core(), model)
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
+        raise ValueError(f"OpenVINO cannot read {model}: {error_reason(exc)}") from None
     head = [] if quantize_classifier else classifier_convolution(ov_model)
     ignored = list(dict.fromkeys([*fine_convolutions(ov_model, float_stride), *head, *exclude]))
     source = frames if frames is not None else calibration_frames(calibration_count, calibration_size)

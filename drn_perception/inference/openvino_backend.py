@@ -43,6 +43,7 @@ size is compiled on its first frame. Either way the latest MAX_STATIC_SHAPES are
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -66,6 +67,18 @@ MAX_STATIC_PIXELS = 4 * 1024 * 1024
 
 def _core() -> ov.Core:
     return ov.Core()
+
+
+def read_model(core: ov.Core, path: str | Path) -> ov.Model:
+    """The model in an .onnx (read by OpenVINO's ONNX frontend alone) or an IR .xml file.
+
+    Core.read_model tries every frontend in turn, so a file that is no ONNX also reaches the
+    TensorFlow one, which prints its own parse errors to stderr; ours is the one error raised.
+    """
+    if Path(path).suffix.lower() == ".onnx":
+        frontend = ov.frontend.FrontEndManager().load_by_framework("onnx")
+        return frontend.convert(frontend.load(str(path)))
+    return core.read_model(str(path))
 
 
 def resolve_device(device: str, available: list[str]) -> str:
@@ -113,9 +126,9 @@ class OpenVinoSegmenter(Segmenter):
         capabilities = list(core.get_property(ov_device, "OPTIMIZATION_CAPABILITIES"))
         hint = resolve_precision(precision, ov_device, capabilities)
         try:
-            model = core.read_model(str(path))
+            model = read_model(core, path)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
-            raise ValueError(f"OpenVINO cannot read {path}: {_reason(exc)}") from None
+            raise ValueError(f"OpenVINO cannot read {path}: {error_reason(exc)}") from None
         super().__init__(path, _read_info(path, model), ov_device)
         check_num_classes(path, self.info.num_classes, _num_classes(model), "the OpenVINO model")
         names = [o.get_any_name() for o in model.outputs]
@@ -191,7 +204,7 @@ class OpenVinoSegmenter(Segmenter):
                 model.reshape({model.input(0): list(shape)})
             except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
                 raise ValueError(f"OpenVINO cannot reshape {self.path.name} to {shape}: "
-                                 f"{_reason(exc)}") from None
+                                 f"{error_reason(exc)}") from None
             budget = MAX_STATIC_PIXELS - _pixels(shape) if self.per_size else None
             while True:  # room for it: drop the least recently used models of their own size
                 sized = [k for k in self._compiled if k[1] is not None]
@@ -222,7 +235,7 @@ class OpenVinoSegmenter(Segmenter):
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
             raise ValueError(f"OpenVINO cannot compile {self.path.name} for {self.device}"
                              f"{f' at {shape}' if shape is not None else ''}: "
-                             f"{_reason(exc)}") from None
+                             f"{error_reason(exc)}") from None
 
     def _run(self, images: np.ndarray, want_confidence: bool) -> SegmentationResult:
         full = want_confidence and "confidence" in self.outputs
@@ -236,11 +249,15 @@ class OpenVinoSegmenter(Segmenter):
         return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
 
 
-def _reason(exc: Exception) -> str:
-    """The first line of an OpenVINO error that says something ("Exception from src/...cpp:84:"
-    lines only say where)."""
+# Lines of an OpenVINO error that only say where it was raised ("Exception from src/...cpp:84:",
+# "Check '...' failed at src/...cpp:563:", "FrontEnd API failed with GeneralFailure:").
+_WHERE = re.compile(r"^Exception from |failed at src/\S+:\d+:?$|^FrontEnd API failed with \w+:?$")
+
+
+def error_reason(exc: Exception) -> str:
+    """The first line of an OpenVINO error that says what went wrong, not where."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith("Exception from ")]
+    useful = [ln for ln in lines if not _WHERE.search(ln)]
     return (useful or lines or [type(exc).__name__])[0]
 
 
