@@ -354,3 +354,57 @@ def test_per_size_models_hold_at_most_max_static_pixels_in_all(tiny_onnx_model, 
         seg.infer(x), seg.infer(x)
     sized = [k[1] for k in seg._compiled if k[1] is not None]
     assert sized == [(1, 40, 96, 3), (1, 64, 80, 3)]  # the oldest went to make room
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def test_memory_of_a_burst_of_large_frames_is_given_back(tiny_onnx_model):
+    """The dynamic model keeps the activation memory of the largest frame it ran; after
+    RELEASE_AFTER_RUNS runs in a row at most half that size it gives it back (real RSS, the
+    shipped model at 1 Mpx), while a stream that keeps sending large frames keeps it."""
+    from drn_perception.inference.openvino_backend import RELEASE_AFTER_RUNS
+
+    shipped = REPO_ROOT / "drn_perception" / "assets" / "drn_c_26_w025_synthetic.onnx"
+    seg = OpenVinoSegmenter(shipped, device="cpu")  # precision auto: no per-size models unless f32
+    small, big = frames(1, 64, 96), frames(1, 1024, 1024)
+    seg.infer(small)
+    before = _rss_mib()
+    want = seg.infer(big).labels
+    grown = _rss_mib() - before
+    assert grown > 50, grown  # what the 1 Mpx frame's activations hold (~185 MiB here)
+    for _ in range(3 * RELEASE_AFTER_RUNS):  # a large frame in every window: kept
+        seg.infer(small), seg.infer(big)
+    assert seg.memory_releases == 0
+    for _ in range(RELEASE_AFTER_RUNS):
+        seg.infer(small)
+    assert seg.memory_releases == 1
+    assert _rss_mib() - before < grown / 2, (grown, _rss_mib() - before)
+    np.testing.assert_array_equal(seg.infer(big).labels, want)  # runs as before, memory again
+
+    f32 = OpenVinoSegmenter(tiny_onnx_model, device="cpu", precision="f32")  # a camera on its own size's model
+    f32.infer(frames(1, 256, 256))
+    camera = frames(1, 64, 96)
+    for _ in range(RELEASE_AFTER_RUNS + 2):
+        f32.infer(camera)
+    assert any(k[1] == camera.shape for k in f32._compiled) and f32.memory_releases == 1
+
+
+def test_frames_of_ever_new_sizes_do_not_grow_memory_without_bound():
+    """OpenVINO's CPU plugin caches kernels per input shape (5000 entries by default: 300 new
+    sizes took the shipped model from 126 to 730 MiB here); capped, the cache fills within the
+    first sizes and later new sizes add little (real RSS, the shipped model)."""
+    shipped = REPO_ROOT / "drn_perception" / "assets" / "drn_c_26_w025_synthetic.onnx"
+    seg = OpenVinoSegmenter(shipped, device="cpu")
+    rng = np.random.default_rng(12)
+    seg.infer(np.zeros((1, 64, 64, 3), np.uint8))
+    rss = [_rss_mib()]
+    for count in (60, 120):
+        for _ in range(count):
+            h, w = (int(v) for v in rng.integers(8, 200, 2))
+            seg.infer(np.zeros((1, h, w, 3), np.uint8))
+        rss.append(_rss_mib())
+    first, later = rss[1] - rss[0], rss[2] - rss[1]
+    assert later < max(first / 2, 30), rss  # uncapped: the later 120 sizes add more than the first 60

@@ -39,12 +39,20 @@ model, as do sizes whose compilation fails. A compiled model keeps its activatio
 per-size models hold at most MAX_STATIC_PIXELS (4 Mpx) in all, the least recently used dropped
 first. NPUs compile static shapes only, so there (or with ``static_shapes=True``) each frame
 size is compiled on its first frame. Either way the latest MAX_STATIC_SHAPES are kept.
+
+Memory: the dynamic-shape model keeps the activation memory of the largest batch it ran. Once
+RELEASE_AFTER_RUNS runs in a row had at most half those pixels it gives that memory back
+(``CompiledModel.release_memory``), so a burst of large frames is not held for good while a
+stream that keeps sending them keeps its memory (``memory_releases`` counts the releases). The
+CPU plugin's per-shape kernel cache is capped at RUNTIME_CACHE_CAPACITY entries, so frames of
+ever new sizes cannot grow it without bound either.
 """
 from __future__ import annotations
 
 import json
 import re
 import threading
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +71,15 @@ MAX_STATIC_SHAPES = 4  # compiled models kept per output set when compiling per 
 # CPU: the per-size models hold at most this many pixels (N*H*W) in all (each keeps its activation
 # memory: ~350 MiB for full-width DRN-C-26 int8 at 2 Mpx); larger batches stay on the dynamic model.
 MAX_STATIC_PIXELS = 4 * 1024 * 1024
+# A dynamic-shape model keeps the activation memory of the largest batch it has run (shipped
+# model: +370 MiB after one 2 Mpx frame). Once this many runs in a row have needed at most half
+# of that, it gives the memory back (CompiledModel.release_memory, ~25 ms; the next run
+# allocates what it needs again), so one burst of large frames is not held for good.
+RELEASE_AFTER_RUNS = 16
+# The CPU plugin caches the kernels it makes for each input shape, 5000 entries by default: 300
+# frames of new sizes (fuzzed input) took the shipped model from 131 to 763 MiB, kept. 500 holds
+# a camera's sizes (8 sizes in turn ran as fast as with 5000) and kept 304 MiB there.
+RUNTIME_CACHE_CAPACITY = 500
 
 
 def _core() -> ov.Core:
@@ -137,8 +154,10 @@ class OpenVinoSegmenter(Segmenter):
         self.config: dict = {"PERFORMANCE_HINT": "LATENCY"}
         if hint is not None:
             self.config["INFERENCE_PRECISION_HINT"] = hint
-        if threads and ov_device == "CPU":
-            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        if ov_device == "CPU":
+            self.config["CPU_RUNTIME_CACHE_CAPACITY"] = RUNTIME_CACHE_CAPACITY
+            if threads:
+                self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self._core, self._model, self.outputs = core, model, names
         self._lock = threading.Lock()
         # NPUs compile static shapes only: there each frame size gets its own compiled model. On
@@ -148,6 +167,9 @@ class OpenVinoSegmenter(Segmenter):
         self._seen: dict[tuple, int] = {}  # frame shapes seen without a compiled model of their own
         self.labels_head = "graph"  # which labels head the latest compiled model has
         self._compiled: dict[tuple, tuple] = {}  # (labels only, shape or None) -> (compiled model, request)
+        self._sized_for = 0  # batch pixels the dynamic models' memory has grown to since its last release
+        self._recent: deque[int] = deque(maxlen=RELEASE_AFTER_RUNS)  # batch pixels of the latest runs
+        self.memory_releases = 0
         self.compiled = None if self.static_shapes else self._request(True, None)[0]
         if ov_device == "CPU" and self.compiled is not None:  # what the plugin settled on (an ov.Type)
             compute = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
@@ -243,7 +265,28 @@ class OpenVinoSegmenter(Segmenter):
             compiled, request = self._request(not full, images.shape)
             out = request.infer({0: images}, share_inputs=True)
             labels = out[compiled.output("labels")]
-            return SegmentationResult(labels, out[compiled.output("confidence")] if full else None)
+            result = SegmentationResult(labels, out[compiled.output("confidence")] if full else None)
+            self._after_run(_pixels(images.shape), dynamic=not compiled.inputs[0].get_partial_shape().is_static)
+            return result
+
+    def _after_run(self, pixels: int, dynamic: bool) -> None:
+        """Give the dynamic models' memory back once RELEASE_AFTER_RUNS runs in a row (on any
+        compiled model) had at most half the pixels it grew to. The outputs of the latest run
+        are numpy copies already."""
+        if dynamic:
+            self._sized_for = max(self._sized_for, pixels)
+        self._recent.append(pixels)
+        if len(self._recent) == RELEASE_AFTER_RUNS and 2 * max(self._recent) <= self._sized_for:
+            try:
+                for key, (compiled, _request) in self._compiled.items():
+                    if key[1] is None:
+                        compiled.release_memory()
+            except Exception:  # noqa: BLE001 - a device plugin that cannot: keep the memory, stop trying
+                self._recent = deque(maxlen=0)  # never full again
+                return
+            self.memory_releases += 1
+            self._sized_for = 0  # the next dynamic run allocates what it needs
+            self._recent.clear()
 
     def describe(self) -> str:
         return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
