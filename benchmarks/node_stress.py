@@ -41,6 +41,7 @@ from drn_perception.bench import machine  # noqa: E402
 from fuzz_frames import frames  # noqa: E402
 from ros_helpers import Probe, SpinThread, compressed_msg, diagnostics_values, image_msg, node_env, random_rgb  # noqa: E402
 
+AFTER_HUGE = 20  # small frames after the huge ones, before the last memory reading
 
 def reliable(depth):
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE)
@@ -175,12 +176,14 @@ def main(argv=None) -> int:
                     m = probe.send_until_answered(pubs[kind], msg, topic, f"huge-{kind}-{i}", timeout=120, resend=30)
                     sizes.append((m.width, m.height))
             after = memory(node.pid)
-            small = probe.send_until_answered(pubs["raw"], frame, "drn/raw/mask", "after-huge")
+            for i in range(AFTER_HUGE):  # enough for a backend to give a burst's memory back
+                frame.header.frame_id = f"after-huge{i}"
+                small = probe.send_until_answered(pubs["raw"], frame, "drn/raw/mask", f"after-huge{i}")
             d = latest(probe, names["raw"])
             rows.append((f"before huge frames", *before, ""))
             rows.append((f"after {2 * args.huge} frames of 4000x3000 (masks {sorted(set(sizes))})", *after,
                          f"downscaled raw {d.get('downscaled')}, jpg {latest(probe, names['compressed']).get('downscaled')}"))
-            rows.append(("after one small frame more", *memory(node.pid), f"mask {small.width}x{small.height}"))
+            rows.append((f"after {AFTER_HUGE} small frames more", *memory(node.pid), f"mask {small.width}x{small.height}"))
     finally:
         probe.destroy()
         node.send_signal(2)
