@@ -43,6 +43,7 @@ from ros_helpers import Probe, SpinThread, compressed_msg, diagnostics_values, i
 
 AFTER_HUGE = 20  # small frames after the huge ones, before the last memory reading
 
+
 def reliable(depth):
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE)
 
