@@ -368,7 +368,7 @@ def test_memory_of_a_burst_of_large_frames_is_given_back(tiny_onnx_model):
     from drn_perception.inference.openvino_backend import RELEASE_AFTER_RUNS
 
     shipped = REPO_ROOT / "drn_perception" / "assets" / "drn_c_26_w025_synthetic.onnx"
-    seg = OpenVinoSegmenter(shipped, device="cpu")  # precision auto: no per-size models unless f32
+    seg = OpenVinoSegmenter(shipped, device="cpu", static_shapes=False)  # the dynamic model only, whatever the precision
     small, big = frames(1, 64, 96), frames(1, 1024, 1024)
     seg.infer(small)
     before = _rss_mib()
@@ -397,7 +397,7 @@ def test_frames_of_ever_new_sizes_do_not_grow_memory_without_bound():
     sizes took the shipped model from 126 to 730 MiB here); capped, the cache fills within the
     first sizes and later new sizes add little (real RSS, the shipped model)."""
     shipped = REPO_ROOT / "drn_perception" / "assets" / "drn_c_26_w025_synthetic.onnx"
-    seg = OpenVinoSegmenter(shipped, device="cpu")
+    seg = OpenVinoSegmenter(shipped, device="cpu", static_shapes=False)
     rng = np.random.default_rng(12)
     seg.infer(np.zeros((1, 64, 64, 3), np.uint8))
     rss = [_rss_mib()]
