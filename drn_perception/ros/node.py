@@ -34,7 +34,7 @@ import threading
 import time
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
@@ -196,8 +196,12 @@ def _run(node_class) -> int:
     code = 0
     threading.Thread(target=_exit_watchdog, name="exit_watchdog", daemon=True).start()
     try:
+        # The executor before the node: once the node has logged its start-up line, nothing is
+        # left to construct on the context, so a signal from then on cannot land inside an
+        # Executor.__init__ (whose half-made object prints a traceback when it is collected).
+        executor = SingleThreadedExecutor()
         node = node_class()
-        rclpy.spin(node)
+        rclpy.spin(node, executor)
     except StartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         code = _exit_code[0] = 1
