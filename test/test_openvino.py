@@ -356,9 +356,62 @@ def test_per_size_models_hold_at_most_max_static_pixels_in_all(tiny_onnx_model, 
     assert sized == [(1, 40, 96, 3), (1, 64, 80, 3)]  # the oldest went to make room
 
 
-def _rss_mib() -> float:
+# RSS is measured in a fresh child process: in the test process, memory freed by earlier tests'
+# models blurs what a release gives back to the system.
+_CHILD = """
+import json, sys
+import numpy as np
+from drn_perception.data.synthetic import generate_scene
+from drn_perception.inference.openvino_backend import RELEASE_AFTER_RUNS, OpenVinoSegmenter
+
+def rss():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+def frame(h, w, seed=40):
+    return generate_scene(seed, h, w)[0][None]
+
+seg = OpenVinoSegmenter(sys.argv[1], device="cpu", static_shapes=False)  # the dynamic model alone
+out = {}
+"""
+
+_BURST = """
+small, big = frame(64, 96), frame(1024, 1024)
+seg.infer(small)
+before = rss()
+want = seg.infer(big).labels
+out["grown"] = rss() - before
+for _ in range(3 * RELEASE_AFTER_RUNS):  # a large frame in every window: kept
+    seg.infer(small), seg.infer(big)
+out["releases_while_large"] = seg.memory_releases
+for _ in range(RELEASE_AFTER_RUNS):
+    seg.infer(small)
+out["releases_after"] = seg.memory_releases
+out["kept"] = rss() - before
+out["same_labels"] = bool(np.array_equal(seg.infer(big).labels, want))
+print(json.dumps(out))
+"""
+
+_NEW_SIZES = """
+rng = np.random.default_rng(12)
+seg.infer(np.zeros((1, 64, 64, 3), np.uint8))
+out["rss"] = [rss()]
+for count in (60, 120):
+    for _ in range(count):
+        h, w = (int(v) for v in rng.integers(8, 200, 2))
+        seg.infer(np.zeros((1, h, w, 3), np.uint8))
+    out["rss"].append(rss())
+print(json.dumps(out))
+"""
+
+SHIPPED = REPO_ROOT / "drn_perception" / "assets" / "drn_c_26_w025_synthetic.onnx"
+
+
+def _measure(code: str) -> dict:
+    res = subprocess.run([sys.executable, "-c", _CHILD + code, str(SHIPPED)], capture_output=True, text=True,
+                         cwd=REPO_ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def test_memory_of_a_burst_of_large_frames_is_given_back(tiny_onnx_model):
@@ -367,22 +420,11 @@ def test_memory_of_a_burst_of_large_frames_is_given_back(tiny_onnx_model):
     shipped model at 1 Mpx), while a stream that keeps sending large frames keeps it."""
     from drn_perception.inference.openvino_backend import RELEASE_AFTER_RUNS
 
-    shipped = REPO_ROOT / "drn_perception" / "assets" / "drn_c_26_w025_synthetic.onnx"
-    seg = OpenVinoSegmenter(shipped, device="cpu", static_shapes=False)  # the dynamic model only, whatever the precision
-    small, big = frames(1, 64, 96), frames(1, 1024, 1024)
-    seg.infer(small)
-    before = _rss_mib()
-    want = seg.infer(big).labels
-    grown = _rss_mib() - before
-    assert grown > 50, grown  # what the 1 Mpx frame's activations hold (~185 MiB here)
-    for _ in range(3 * RELEASE_AFTER_RUNS):  # a large frame in every window: kept
-        seg.infer(small), seg.infer(big)
-    assert seg.memory_releases == 0
-    for _ in range(RELEASE_AFTER_RUNS):
-        seg.infer(small)
-    assert seg.memory_releases == 1
-    assert _rss_mib() - before < grown / 2, (grown, _rss_mib() - before)
-    np.testing.assert_array_equal(seg.infer(big).labels, want)  # runs as before, memory again
+    got = _measure(_BURST)
+    assert got["grown"] > 50, got  # what the 1 Mpx frame's activations hold (~185 MiB here)
+    assert got["releases_while_large"] == 0 and got["releases_after"] == 1, got
+    assert got["kept"] < got["grown"] / 2, got
+    assert got["same_labels"], got  # it runs as before, allocating again
 
     f32 = OpenVinoSegmenter(tiny_onnx_model, device="cpu", precision="f32")  # a camera on its own size's model
     f32.infer(frames(1, 256, 256))
@@ -396,15 +438,6 @@ def test_frames_of_ever_new_sizes_do_not_grow_memory_without_bound():
     """OpenVINO's CPU plugin caches kernels per input shape (5000 entries by default: 300 new
     sizes took the shipped model from 126 to 730 MiB here); capped, the cache fills within the
     first sizes and later new sizes add little (real RSS, the shipped model)."""
-    shipped = REPO_ROOT / "drn_perception" / "assets" / "drn_c_26_w025_synthetic.onnx"
-    seg = OpenVinoSegmenter(shipped, device="cpu", static_shapes=False)
-    rng = np.random.default_rng(12)
-    seg.infer(np.zeros((1, 64, 64, 3), np.uint8))
-    rss = [_rss_mib()]
-    for count in (60, 120):
-        for _ in range(count):
-            h, w = (int(v) for v in rng.integers(8, 200, 2))
-            seg.infer(np.zeros((1, h, w, 3), np.uint8))
-        rss.append(_rss_mib())
+    rss = _measure(_NEW_SIZES)["rss"]
     first, later = rss[1] - rss[0], rss[2] - rss[1]
     assert later < max(first / 2, 30), rss  # uncapped: the later 120 sizes add more than the first 60
