@@ -212,7 +212,8 @@ def test_bad_bags_fail_with_one_line_and_write_nothing(bags, case, tiny_onnx_mod
 
 
 @pytest.mark.parametrize("args, words", [(["--in-flight", "2"], ["--in-flight", "--as-fast-as-node"]),
-                                         (["--as-fast-as-node", "--in-flight", "0"], ["--in-flight", "at least 1"])])
+                                         (["--as-fast-as-node", "--in-flight", "0"], ["--in-flight", "1 or 2"]),
+                                         (["--as-fast-as-node", "--in-flight", "3"], ["--in-flight", "1 or 2"])])
 def test_in_flight_is_checked_before_anything_starts(bags, args, words, tmp_path, capsys):
     out = tmp_path / "out"
     assert replay_main([str(bags / "raw_sqlite3"), "--out", str(out), "--quiet", *args]) == 2
@@ -342,3 +343,59 @@ def test_every_dropped_frame_is_listed(tmp_path):
     assert result["masks_received"] == frames // 2
     assert result["dropped"] == frames // 2 > 100
     assert result["dropped_frames"] == list(range(0, frames, 2))
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_a_frame_the_node_replaced_goes_again_at_two_in_flight(tmp_path, always):
+    """--in-flight 2: a frame the node never answered while it answered the next one (as when a
+    frame is replaced in the node's one-frame slot) is sent again, up to RESEND_LIMIT times.
+    The node is a stand-in over real DDS that ignores the first copy of frame 3 (answered when
+    it comes again) or, with ``always``, every copy of that frame (then listed as dropped)."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from drn_perception.ros.replay_loop import RESEND_LIMIT
+
+    frames = 8
+    bag = tmp_path / "bag"
+    make_bag(bag, "synthetic", frames=frames, size=(16, 32), start_time=2_000_000_000.0)
+    index_of = {stamp(m): i for i, (_, m) in enumerate(read_topic(bag, "/camera/image_raw"))}
+    copies = []
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("replaces_frame_3", context=ctx, start_parameter_services=False)
+    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    pub = node.create_publisher(Image, "/drn/mask", qos)
+
+    def answer(msg):
+        i = index_of.get(stamp(msg))
+        copies.append(i)
+        if i == 3 and (always or copies.count(3) == 1):
+            return
+        pub.publish(Image(header=msg.header, height=msg.height, width=msg.width, encoding="mono8",
+                          step=msg.width, data=bytes(msg.height * msg.width)))
+
+    node.create_subscription(Image, "/camera/image_raw", answer, qos)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        result = replay(ReplayOptions(in_bag=bag, out_bag=tmp_path / "masks", start_node=False, as_fast_as_node=True,
+                                      in_flight=2, progress=False, startup_timeout=30, timeout=5, labels_topic=""))
+    finally:
+        executor.shutdown(timeout_sec=2)
+        node.destroy_node()
+        ctx.try_shutdown()
+    assert result["frames_published"] == frames and result["duplicate_masks"] == result["late_masks"] == 0
+    if not always:
+        assert result["frames_resent"] == 1 and result["masks_received"] == frames and result["dropped"] == 0
+        assert copies.count(3) == 2
+    else:
+        assert result["frames_resent"] == RESEND_LIMIT and result["dropped_frames"] == [3]
+        assert result["masks_received"] == frames - 1 and copies.count(3) == 1 + RESEND_LIMIT
+    assert sorted(stamp(m) for _, m in read_topic(tmp_path / "masks", "/drn/mask")) == sorted(
+        s for s, i in index_of.items() if not always or i != 3)

@@ -575,7 +575,8 @@ def section_markdown(sec: dict) -> str:
         runs = {} if isinstance(rep.get("error"), str) else rep
         in_flight = next((r["in_flight"] for r in runs.values() if r.get("in_flight")), None)
         mode = "--as-fast-as-node" + (f" --in-flight {in_flight}: the next frame goes out when fewer than "
-                                      f"{in_flight} are unanswered" if in_flight else "")
+                                      f"{in_flight} are unanswered and the node is working on any that is"
+                                      if in_flight else "")
         lines += ["", f"Node path: bag -> DDS -> seg_node -> DDS -> recorder (drn-replay {mode}; one running "
                   "node per path, warmed up by an untimed pass) vs "
                   "the same backend called directly on the same frames in this process, in rounds "
@@ -672,8 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replay-rounds", type=int, default=3,
                      help="node-path runs, each between two direct passes over the same frames (default 3)")
     run.add_argument("--replay-in-flight", type=int, default=2, metavar="N",
-                     help="frames sent to the node and not yet answered (default 2: the node never waits for the "
-                          "DDS round trip, as with a streaming camera; 1: lockstep, latency-bound)")
+                     help="frames sent to the node and not yet answered, 1 or 2 (default 2: the node never waits "
+                          "for the DDS round trip, as with a streaming camera; 1: lockstep, latency-bound)")
     run.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (default: all usable cores)")
     run.add_argument("--device", default="cpu", help="cpu (default), cuda[:i] or auto")
     run.add_argument("--calibration-frames", type=int, default=16, help="scenes for int8 calibration (default 16)")
@@ -734,6 +735,8 @@ def run(args, argv: list[str], log=print) -> tuple[str, list[dict]]:
             raise BenchError(f"--{key.replace('_', '-')} must be {'positive' if key in positive else 'zero or more'}")
     if args.cameras == 1:
         raise BenchError("--cameras needs at least 2 (one camera has nothing to batch)")
+    if args.replay_in_flight > 2:
+        raise BenchError("--replay-in-flight must be 1 or 2 (the node keeps one waiting frame per camera)")
     threads = args.threads or machine.usable_cores()
     args.threads = threads
     if any(PATHS[n].backend == "torch" for n in path_names):

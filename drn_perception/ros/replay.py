@@ -16,8 +16,8 @@
    masks are never recorded.
 4. The camera messages are published over DDS as the bag's raw CDR bytes: at the bag's own
    timing (default), scaled by --rate-factor, or --as-fast-as-node (the next frame goes out
-   when the previous mask arrived, or after --timeout; with --in-flight N when fewer than N
-   frames are unanswered). Every mask (and any output chosen
+   when the previous mask arrived, or after --timeout; with --in-flight 2 when at most one
+   frame is unanswered and it is being worked on). Every mask (and any output chosen
    with --record) is written to OUT_BAG with the input frame's bag time; the node keeps its
    header, so stamps match one to one. In timed modes the node may drop frames (the newest
    pending frame wins): those are counted and listed, never matched to another frame's mask.
@@ -93,7 +93,8 @@ def format_summary(r: dict) -> str:
         + (f" x{r['rate_factor']:g}" if r["rate_factor"] else "")
         + (f", {r['in_flight']} in flight" if (r.get("in_flight") or 1) > 1 else "") + f") -> {r['out_bag']}",
         f"frames published {r['frames_published']}, masks received {r['masks_received']}, dropped {r['dropped']}"
-        + (f" (late {r['late_masks']})" if r["late_masks"] else ""),
+        + (f" (late {r['late_masks']})" if r["late_masks"] else "")
+        + (f"; sent again after the node replaced them: {r['frames_resent']}" if r.get("frames_resent") else ""),
     ]
     if lat["p50"] is not None:
         lines.append(f"latency publish->mask ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "
@@ -142,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     timing.add_argument("--as-fast-as-node", action="store_true",
                         help="send the next frame when the previous mask arrived (or after --timeout)")
     p.add_argument("--in-flight", type=int, default=1, metavar="N",
-                   help="with --as-fast-as-node: keep N frames sent and not yet answered (default 1: wait for "
-                        "each mask; 2: a frame waits at the node while the one before runs, so the node never "
-                        "idles between frames: throughput without the DDS round trip)")
+                   help="with --as-fast-as-node: keep N (1 or 2) frames sent and not yet answered (default 1: "
+                        "wait for each mask; 2: a frame waits at the node while the one before runs, so the node "
+                        "never idles between frames: throughput without the DDS round trip)")
     p.add_argument("--start-node", action=argparse.BooleanOptionalAction, default=True,
                    help="start seg_node as a process (default), or use one started separately")
     p.add_argument("--model", type=Path, help="model for the started node (default: the package's default model)")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 # Header stamps further than this from the wall clock at publish make the node's stamp latency meaningless.
 STALE_STAMP_S = 1.0
+RESEND_LIMIT = 3  # --in-flight 2: times a frame the node replaced in its slot is sent again
 DEMO_MODEL_NOTE = ("demo model trained on generated street scenes; not for a real camera — see docs/training.md "
                    "(its mIoU here says how well it knows the generator's scenes, not real streets)")
 
@@ -73,8 +74,9 @@ class Replay:
         self.ros_args = list(ros_args or [])
         if opts.rate_factor <= 0:
             raise ReplayError(f"--rate-factor must be positive, got {opts.rate_factor}")
-        if opts.in_flight < 1:
-            raise ReplayError(f"--in-flight must be at least 1, got {opts.in_flight}")
+        if opts.in_flight not in (1, 2):
+            raise ReplayError(f"--in-flight must be 1 or 2, got {opts.in_flight} (the node keeps one waiting "
+                              "frame per camera, so a third in flight would replace it)")
         if opts.in_flight > 1 and not opts.as_fast_as_node:
             raise ReplayError("--in-flight applies to --as-fast-as-node (timed replays send at the bag's timing)")
         if opts.timeout <= 0:
@@ -311,7 +313,13 @@ class Replay:
 
         frames_by_stamp = {f.stamp: f for f in plan.frames}
         published: dict[int, float] = {}  # stamp -> publish time (perf_counter)
-        order: list[int] = []  # published stamps in order
+        order: list[int] = []  # published stamps in order (a frame sent again appears again)
+        # --as-fast-as-node --in-flight 2: a frame the node replaced in its one-frame slot (a later
+        # frame's mask came first) goes again, up to RESEND_LIMIT times, so every frame is answered.
+        again: deque = deque()  # stamps waiting to be sent again
+        raw_of: dict[int, bytes] = {}  # the frames sent and not answered yet (for sending again)
+        tries: dict[int, int] = {}
+        resent = 0
         got_mask: dict[int, float] = {}  # stamp -> receive time
         superseded: set[int] = set()
         outputs_seen: dict[str, set] = {k: set() for k in o.record}
@@ -321,6 +329,7 @@ class Replay:
         pending_inputs: dict[int, bytes] = {}
         late = duplicates = unexpected = 0
         rtt = [float("inf")]  # shortest publish -> mask so far (s)
+        last_mask = [float("-inf")]  # when the latest mask arrived (s)
         last_activity = [time.perf_counter()]
         # One extra class for the mask's 255 (unknown): such pixels count as misses of the true class.
         conf = np.zeros((num_classes + 1, num_classes + 1), np.int64) if plan.labels_topic else None
@@ -354,7 +363,12 @@ class Replay:
                 duplicates += 1
                 return
             got_mask[stamp] = t_recv
+            raw_of.pop(stamp, None)
+            if stamp in again:  # judged replaced, but answered after all
+                again.remove(stamp)
+                late += 1
             rtt[0] = min(rtt[0], t_recv - published[stamp])
+            last_mask[0] = max(last_mask[0], t_recv)
             key = (int(msg.height), int(msg.width))
             mask_sizes[key] = mask_sizes.get(key, 0) + 1
             outputs_seen["mask"].add(stamp)
@@ -365,10 +379,15 @@ class Replay:
                 # Frames published before this one without a mask were dropped by the node.
                 pos = frame_pos[stamp]
                 for s in order[last_done[0]:pos]:
-                    if s not in got_mask:
-                        superseded.add(s)
-                        pending_labels.pop(s, None)
-                        pending_inputs.pop(s, None)
+                    if s in got_mask or s in superseded or s in again:
+                        continue
+                    if s in raw_of and tries.get(s, 0) < RESEND_LIMIT:
+                        again.append(s)
+                        continue
+                    superseded.add(s)
+                    raw_of.pop(s, None)
+                    pending_labels.pop(s, None)
+                    pending_inputs.pop(s, None)
                 last_done[0] = max(last_done[0], pos + 1)
             # Recording and scoring wait until the next frame is out (drain runs them).
             deferred.append((frame, stamp, raw, msg))
@@ -436,21 +455,23 @@ class Replay:
                 finish(*deferred.popleft())
 
         def unanswered() -> int:
-            # sent, no mask, not superseded by a later frame's mask (got_mask and superseded are
-            # disjoint subsets of order)
-            return len(order) - len(got_mask) - len(superseded)
+            # at the node: sent, no mask, neither superseded by a later frame's mask nor waiting to
+            # go again (got_mask, superseded and again are disjoint sets of the distinct stamps sent)
+            return len(order) - resent - len(got_mask) - len(superseded) - len(again)
 
         def opens_at() -> float:
             """When the next frame may go (--as-fast-as-node): at once with nothing unanswered,
-            not while --in-flight are; else once the newest has been at the node for half the
-            shortest round trip, so it is being worked on, not waiting in the node's one-frame
-            slot, where the next frame would replace it."""
+            not while --in-flight are; else (one unanswered, --in-flight 2) once it is being
+            worked on, not waiting in the node's one-frame slot, where the next frame would
+            replace it. It is taken from the slot when the frame before it is done, so that is
+            half the shortest round trip after both its publishing and the latest mask's arrival
+            (a frame sent while the one before ran waits in the slot until that mask is out)."""
             n = unanswered()
             if n == 0:
                 return float("-inf")
             if n >= o.in_flight:
                 return float("inf")
-            return published[order[-1]] + rtt[0] / 2
+            return max(published[order[-1]], last_mask[0]) + rtt[0] / 2
 
         def may_send() -> bool:
             return time.perf_counter() >= opens_at()
@@ -459,6 +480,26 @@ class Replay:
             """Until opens_at(), or the deadline (--timeout): the next frame goes anyway."""
             while not may_send() and time.perf_counter() < deadline:
                 drain(min(deadline, max(opens_at(), time.perf_counter())), done=may_send)
+
+        def send(stamp: int, raw) -> None:
+            frame_pos[stamp] = len(order)
+            order.append(stamp)
+            published[stamp] = time.perf_counter()
+            if o.as_fast_as_node and o.in_flight > 1:  # only there can a frame wait in the node's slot
+                raw_of[stamp] = raw
+            pub.publish(raw)
+
+        def send_again(deadline: float) -> None:
+            """Send the frames the node replaced, each when the window opens."""
+            nonlocal resent
+            while again:
+                wait_to_send(deadline)
+                if not again:  # its mask came while waiting
+                    break
+                stamp = again.popleft()
+                tries[stamp] = tries.get(stamp, 0) + 1
+                resent += 1
+                send(stamp, raw_of[stamp])
 
         t_start = time.perf_counter()
         t0_bag = plan.frames[0].bag_time
@@ -475,15 +516,15 @@ class Replay:
             idx += 1
             if o.as_fast_as_node:
                 wait_to_send(time.perf_counter() + o.timeout)
+                while again:  # frames the node replaced go first (found while waiting, too)
+                    send_again(time.perf_counter() + o.timeout)
+                    wait_to_send(time.perf_counter() + o.timeout)
             else:
                 drain(t_start + (bag_time - t0_bag) / 1e9 / o.rate_factor)
             if overlays is not None:
                 pending_inputs[frame.stamp] = bytes(raw)
-            frame_pos[frame.stamp] = len(order)
-            order.append(frame.stamp)
-            published[frame.stamp] = time.perf_counter()
             stamp_age.append(time.time() - frame.stamp / 1e9)
-            pub.publish(bytes(raw))
+            send(frame.stamp, bytes(raw))
             if bar is not None:
                 bar.update()
         t_last_pub = time.perf_counter()
@@ -492,22 +533,27 @@ class Replay:
         def complete() -> bool:
             # Every frame answered or superseded (the last one can only be answered), and every
             # recorded output of every answered frame in.
-            return (order[-1] in got_mask and len(got_mask) + len(superseded) >= len(order)
+            return (not again and order[-1] in got_mask and len(got_mask) + len(superseded) >= len(order) - resent
                     and all(got_mask.keys() <= outputs_seen[k] for k in o.record))
 
         # Wait for the outstanding masks/outputs until nothing has arrived for --timeout seconds.
         while not complete() and time.perf_counter() - last_activity[0] < o.timeout:
+            if again:
+                send_again(time.perf_counter() + o.timeout)
+                last_activity[0] = max(last_activity[0], time.perf_counter())
             drain(time.perf_counter() + 0.1)
         while deferred:
             finish(*deferred.popleft())
         if bar is not None:
             bar.close()
 
-        dropped = [s for s in order if s not in got_mask]
-        latencies = [got_mask[s] - published[s] for s in order if s in got_mask]
+        sent = list(dict.fromkeys(order))  # each frame once, in its first sending's order
+        dropped = [s for s in sent if s not in got_mask]
+        latencies = [got_mask[s] - published[s] for s in sent if s in got_mask]
         t_end = max(got_mask.values()) if got_mask else t_last_pub
         result = {
-            "frames_published": len(order),
+            "frames_published": len(sent),
+            "frames_resent": resent,
             "masks_received": len(got_mask),
             "dropped": len(dropped),
             "dropped_frames": [frames_by_stamp[s].index for s in dropped],  # all of them, in order
