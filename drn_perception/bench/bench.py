@@ -575,7 +575,7 @@ def section_markdown(sec: dict) -> str:
         runs = {} if isinstance(rep.get("error"), str) else rep
         in_flight = next((r["in_flight"] for r in runs.values() if r.get("in_flight")), None)
         mode = "--as-fast-as-node" + (f" --in-flight {in_flight}: the next frame goes out when fewer than "
-                                      f"{in_flight} are unanswered and the node is working on any that is"
+                                      f"{in_flight} are unanswered and the node is working on the one that is"
                                       if in_flight else "")
         lines += ["", f"Node path: bag -> DDS -> seg_node -> DDS -> recorder (drn-replay {mode}; one running "
                   "node per path, warmed up by an untimed pass) vs "
