@@ -361,12 +361,12 @@ def test_per_size_models_hold_at_most_max_static_pixels_in_all(tiny_onnx_model, 
 _CHILD = """
 import json, sys
 import numpy as np
+from drn_perception.bench.bench import current_rss
 from drn_perception.data.synthetic import generate_scene
 from drn_perception.inference.openvino_backend import RELEASE_AFTER_RUNS, OpenVinoSegmenter
 
 def rss():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+    return current_rss() / 2**20
 
 def frame(h, w, seed=40):
     return generate_scene(seed, h, w)[0][None]

@@ -3,6 +3,7 @@
 Every mask in OUT_BAG is compared with the backend's direct output for the frame carrying the
 same stamp, read back from the input bag; broken bags must fail before anything is written.
 """
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -302,9 +303,10 @@ def test_mixed_sizes_and_old_stamps_are_reported_as_such(tiny_onnx_model, tmp_pa
     assert any("latency_stamp_" in n and "old" in n for n in result["notes"])
 
 
-def test_every_dropped_frame_is_listed(tmp_path):
-    """More than 100 drops are all listed. The node here is a stand-in over real DDS that
-    answers every second frame, so which frames go unanswered is known exactly."""
+@contextlib.contextmanager
+def stand_in_node(name: str, answers):
+    """A stand-in for seg_node over real DDS: a mono8 mask for each frame that ``answers(msg)``
+    says to answer, none for the others (so which frames go unanswered is known exactly)."""
     import threading
 
     import rclpy
@@ -312,34 +314,43 @@ def test_every_dropped_frame_is_listed(tmp_path):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    frames = 240
-    bag = tmp_path / "bag"
-    make_bag(bag, "synthetic", frames=frames, size=(16, 32), rate=1000.0, start_time=2_000_000_000.0)
-    index_of = {stamp(m): i for i, (_, m) in enumerate(read_topic(bag, "/camera/image_raw"))}
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = rclpy.create_node("every_second_frame", context=ctx, start_parameter_services=False)
+    node = rclpy.create_node(name, context=ctx, start_parameter_services=False)
     qos = QoSProfile(depth=400, reliability=ReliabilityPolicy.RELIABLE)
     pub = node.create_publisher(Image, "/drn/mask", qos)
 
     def answer(msg):
-        i = index_of.get(stamp(msg))
-        if i is None or i % 2 == 1:  # the warm-up frame, and frames 1, 3, 5, ...
+        if answers(msg):
             pub.publish(Image(header=msg.header, height=msg.height, width=msg.width, encoding="mono8",
                               step=msg.width, data=bytes(msg.height * msg.width)))
 
     node.create_subscription(Image, "/camera/image_raw", answer, qos)
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    threading.Thread(target=executor.spin, daemon=True).start()
     try:
-        result = replay(ReplayOptions(in_bag=bag, out_bag=tmp_path / "masks", start_node=False, rate_factor=1.0,
-                                      progress=False, startup_timeout=30, timeout=5, labels_topic=""))
+        yield
     finally:
         executor.shutdown(timeout_sec=2)
         node.destroy_node()
         ctx.try_shutdown()
+
+
+def test_every_dropped_frame_is_listed(tmp_path):
+    """More than 100 drops are all listed: the stand-in node answers every second frame."""
+    frames = 240
+    bag = tmp_path / "bag"
+    make_bag(bag, "synthetic", frames=frames, size=(16, 32), rate=1000.0, start_time=2_000_000_000.0)
+    index_of = {stamp(m): i for i, (_, m) in enumerate(read_topic(bag, "/camera/image_raw"))}
+
+    def answers(msg):  # the warm-up frame, and frames 1, 3, 5, ...
+        i = index_of.get(stamp(msg))
+        return i is None or i % 2 == 1
+
+    with stand_in_node("every_second_frame", answers):
+        result = replay(ReplayOptions(in_bag=bag, out_bag=tmp_path / "masks", start_node=False, rate_factor=1.0,
+                                      progress=False, startup_timeout=30, timeout=5, labels_topic=""))
     assert result["masks_received"] == frames // 2
     assert result["dropped"] == frames // 2 > 100
     assert result["dropped_frames"] == list(range(0, frames, 2))
@@ -349,15 +360,8 @@ def test_every_dropped_frame_is_listed(tmp_path):
 def test_a_frame_the_node_replaced_goes_again_at_two_in_flight(tmp_path, always):
     """--in-flight 2: a frame the node never answered while it answered the next one (as when a
     frame is replaced in the node's one-frame slot) is sent again, up to RESEND_LIMIT times.
-    The node is a stand-in over real DDS that ignores the first copy of frame 3 (answered when
-    it comes again) or, with ``always``, every copy of that frame (then listed as dropped)."""
-    import threading
-
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-
+    The stand-in node ignores the first copy of frame 3 (answered when it comes again) or, with
+    ``always``, every copy of that frame (then listed as dropped)."""
     from drn_perception.ros.replay_loop import RESEND_LIMIT
 
     frames = 8
@@ -365,31 +369,15 @@ def test_a_frame_the_node_replaced_goes_again_at_two_in_flight(tmp_path, always)
     make_bag(bag, "synthetic", frames=frames, size=(16, 32), start_time=2_000_000_000.0)
     index_of = {stamp(m): i for i, (_, m) in enumerate(read_topic(bag, "/camera/image_raw"))}
     copies = []
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = rclpy.create_node("replaces_frame_3", context=ctx, start_parameter_services=False)
-    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-    pub = node.create_publisher(Image, "/drn/mask", qos)
 
-    def answer(msg):
+    def answers(msg):
         i = index_of.get(stamp(msg))
         copies.append(i)
-        if i == 3 and (always or copies.count(3) == 1):
-            return
-        pub.publish(Image(header=msg.header, height=msg.height, width=msg.width, encoding="mono8",
-                          step=msg.width, data=bytes(msg.height * msg.width)))
+        return not (i == 3 and (always or copies.count(3) == 1))
 
-    node.create_subscription(Image, "/camera/image_raw", answer, qos)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
-    try:
+    with stand_in_node("replaces_frame_3", answers):
         result = replay(ReplayOptions(in_bag=bag, out_bag=tmp_path / "masks", start_node=False, as_fast_as_node=True,
                                       in_flight=2, progress=False, startup_timeout=30, timeout=5, labels_topic=""))
-    finally:
-        executor.shutdown(timeout_sec=2)
-        node.destroy_node()
-        ctx.try_shutdown()
     assert result["frames_published"] == frames and result["duplicate_masks"] == result["late_masks"] == 0
     if not always:
         assert result["frames_resent"] == 1 and result["masks_received"] == frames and result["dropped"] == 0

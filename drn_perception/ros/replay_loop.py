@@ -489,13 +489,14 @@ class Replay:
                 raw_of[stamp] = raw
             pub.publish(raw)
 
-        def send_again(deadline: float) -> None:
-            """Send the frames the node replaced, each when the window opens."""
+        def wait_for_window() -> None:
+            """Until the next frame may go (each wait ends after --timeout at the latest); frames
+            the node replaced go again first, each when the window opens."""
             nonlocal resent
-            while again:
-                wait_to_send(deadline)
-                if not again:  # its mask came while waiting
-                    break
+            while True:
+                wait_to_send(time.perf_counter() + o.timeout)
+                if not again:
+                    return
                 stamp = again.popleft()
                 tries[stamp] = tries.get(stamp, 0) + 1
                 resent += 1
@@ -515,10 +516,7 @@ class Replay:
             frame = plan.frames[idx]
             idx += 1
             if o.as_fast_as_node:
-                wait_to_send(time.perf_counter() + o.timeout)
-                while again:  # frames the node replaced go first (found while waiting, too)
-                    send_again(time.perf_counter() + o.timeout)
-                    wait_to_send(time.perf_counter() + o.timeout)
+                wait_for_window()
             else:
                 drain(t_start + (bag_time - t0_bag) / 1e9 / o.rate_factor)
             if overlays is not None:
@@ -539,7 +537,7 @@ class Replay:
         # Wait for the outstanding masks/outputs until nothing has arrived for --timeout seconds.
         while not complete() and time.perf_counter() - last_activity[0] < o.timeout:
             if again:
-                send_again(time.perf_counter() + o.timeout)
+                wait_for_window()
                 last_activity[0] = max(last_activity[0], time.perf_counter())
             drain(time.perf_counter() + 0.1)
         while deferred:
