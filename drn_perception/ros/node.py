@@ -192,7 +192,7 @@ _cleaning_up = threading.Event()  # _run has left spin and is cleaning up
 
 
 def _run(node_class) -> int:
-    node = None
+    node = executor = None
     code = 0
     threading.Thread(target=_exit_watchdog, name="exit_watchdog", daemon=True).start()
     try:
@@ -218,6 +218,8 @@ def _run(node_class) -> int:
         _cleaning_up.set()
         if node is not None:
             node.destroy_node()
+        if executor is not None:  # its guard conditions go before the context, as rclpy's own executor's do
+            executor.shutdown(timeout_sec=0)
         rclpy.try_shutdown(uninstall_handlers=False)  # keep the signals ignored until exit
     return code
 
