@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py setup.cfg
+$(STAMP): requirements.txt requirements-modelopt.txt setup.py setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -c requirements.txt -r requirements-modelopt.txt
+	$(BIN)/python -m pip install --quiet --no-deps nvidia-modelopt==0.47.0
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
