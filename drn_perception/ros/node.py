@@ -41,6 +41,7 @@ from rclpy.node import Node
 
 from drn_perception.ros import params
 from drn_perception.ros.params import StartupError
+from drn_perception.ros.rclpy_compat import refuse_invalid_transitions, try_shutdown_keeping_signals
 from drn_perception.ros.seg_core import SegCore, startup_errors
 
 NODE_NAME = "seg_node"
@@ -80,6 +81,7 @@ class ManagedSegNode(SegCore, LifecycleNode):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs):
         LifecycleNode.__init__(self, node_name, start_parameter_services=False, **kwargs)
+        refuse_invalid_transitions(self)
         try:
             self._init_core()
         except BaseException:
@@ -220,7 +222,7 @@ def _run(node_class) -> int:
             node.destroy_node()
         if executor is not None:  # its guard conditions go before the context, as rclpy's own executor's do
             executor.shutdown(timeout_sec=0)
-        rclpy.try_shutdown(uninstall_handlers=False)  # keep the signals ignored until exit
+        try_shutdown_keeping_signals()  # the signals stay ignored until exit
     return code
 
 

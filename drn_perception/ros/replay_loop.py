@@ -213,7 +213,7 @@ class Replay:
         spinner = threading.Thread(target=spin, daemon=True)
         spinner.start()
         try:
-            self._wait_connected(pub, subs, node_proc, publish_topic, output_prefix)
+            self._wait_connected(node, pub, subs, node_proc, publish_topic, output_prefix)
             with bagio.BagReader(o.in_bag) as reader, bagio.BagWriter(o.out_bag, storage, o.overwrite) as writer:
                 result = self._loop(reader, writer, plan, pub, received, node_proc, classes, overlays)
                 # The node reports about once a second: wait for one report covering the whole run.
@@ -262,18 +262,19 @@ class Replay:
             notes.append(DEMO_MODEL_NOTE)
         return result
 
-    def _wait_connected(self, pub, subs, node_proc, publish_topic, output_prefix):
-        """Wait for the node's subscription and publishers; then a warm-up frame round trip."""
+    def _wait_connected(self, node, pub, subs, node_proc, publish_topic, output_prefix):
+        """Wait for the node's subscription and publishers; then a warm-up frame round trip.
+        (Node.count_publishers: Subscription.get_publisher_count is Jazzy's and later, not Humble's.)"""
         end = time.monotonic() + self.o.startup_timeout
         what = "seg_node" if node_proc else f"a node listening on {publish_topic}"
         while True:
             if node_proc:
                 node_proc.check_alive("while starting")
-            if pub.get_subscription_count() >= 1 and all(s.get_publisher_count() >= 1 for s in subs.values()):
+            if pub.get_subscription_count() >= 1 and all(node.count_publishers(s.topic_name) >= 1 for s in subs.values()):
                 return
             if time.monotonic() > end:
                 missing = [publish_topic] if pub.get_subscription_count() < 1 else []
-                missing += [s.topic_name for s in subs.values() if s.get_publisher_count() < 1]
+                missing += [s.topic_name for s in subs.values() if node.count_publishers(s.topic_name) < 1]
                 raise ReplayFailed(
                     f"{what} did not connect within {self.o.startup_timeout:g} s (nobody on "
                     f"{', '.join(missing)}); is it running with the same ROS_DOMAIN_ID?")

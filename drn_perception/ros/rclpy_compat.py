@@ -1,0 +1,67 @@
+"""Where rclpy differs between the distros seg_node runs on, met in one place.
+
+Supported: Humble (rclpy 3.3), Jazzy (rclpy 7.1), Kilted (rclpy 9.x). Each difference below was
+read from rclpy's sources on its branch (the public API lists in shared/rclpy/ and the test that
+checks every rclpy/launch name this package uses against Humble's and Jazzy's):
+
+- ``rclpy.try_shutdown``: Kilted's (rclpy >= 7.4) takes ``uninstall_handlers`` and, by default,
+  puts Python's own SIGINT handler back when the default context goes down; Humble's and
+  Jazzy's take only ``context`` and never touch the signal handlers. seg_node ignores signals
+  from its first one on, so after Kilted's shutdown they must stay ignored.
+- A lifecycle transition that is not valid from the current state (activate while
+  unconfigured): Kilted's LifecycleNode logs it and answers ``success: false``; Humble's and
+  Jazzy's raise RCLError out of the change_state service callback, out of spin, and the node
+  dies. ``refuse_invalid_transitions`` gives every distro Kilted's behaviour.
+"""
+from __future__ import annotations
+
+import inspect
+
+import rclpy
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+_TRY_SHUTDOWN_TAKES_UNINSTALL = "uninstall_handlers" in inspect.signature(rclpy.try_shutdown).parameters
+# The names above that code branches on: test/test_ros_api.py checks what such a branch calls
+# against the development distro's API only, and everything else against Humble's and Jazzy's.
+VERSION_BRANCHES = ("_TRY_SHUTDOWN_TAKES_UNINSTALL",)
+
+
+def try_shutdown_keeping_signals() -> None:
+    """Shut the default context down (if it is not already) and leave the signal handlers as they are."""
+    if _TRY_SHUTDOWN_TAKES_UNINSTALL:
+        rclpy.try_shutdown(uninstall_handlers=False)
+    else:
+        rclpy.try_shutdown()
+
+
+def refuse_invalid_transitions(node) -> None:
+    """Make ``node``'s change_state service answer ``success: false`` (and log why) for a transition
+    that is not valid from the current state, instead of raising out of spin (Humble, Jazzy).
+
+    rclpy offers no public hook for this: the service object is the lifecycle mixin's
+    ``_service_change_state`` on every supported branch, and a Service calls ``.callback``.
+    """
+    service = getattr(node, "_service_change_state", None)
+    if service is None:  # not a lifecycle node, or a lifecycle node without its services
+        return
+    handle = service.callback
+
+    def change_state(request, response):
+        try:
+            return handle(request, response)
+        except _rclpy.RCLError as exc:
+            transition = request.transition.label or f"id {request.transition.id}"
+            node.get_logger().error(
+                f"lifecycle transition {transition!r} refused: not valid from the current state "
+                f"{_current_state(node)!r} ({str(exc).splitlines()[0]})")
+            response.success = False
+            return response
+
+    service.callback = change_state
+
+
+def _current_state(node) -> str:
+    try:
+        return node._state_machine.current_state[1]
+    except Exception:  # the label is for the message only
+        return "unknown"
