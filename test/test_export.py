@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from drn_perception.data.synthetic import generate_scene
-from drn_perception.deploy.export import OPSET, TRT_SAFE_OPS, export_onnx, load_model
+from drn_perception.deploy.export import OPSET, ExportError, export_onnx, load_model
+from drn_perception.deploy.trt_check import check_model
+from drn_perception.deploy.trt_rules import VERSION_NAMES
 from drn_perception.inference import create_segmenter
 from drn_perception.model_info import ModelInfo, sha256_file, sidecar_path
 from drn_perception.models.pipeline import SegmentationPipeline
@@ -44,7 +46,9 @@ def test_graph_is_opset17_dynamic_uint8_and_trt_importable(tiny_onnx_model):
     g = onnx.load(tiny_onnx_model)
     assert g.opset_import[0].version == OPSET
     ops = {n.op_type for n in g.graph.node}
-    assert ops <= TRT_SAFE_OPS and {"Conv", "ConvTranspose", "ArgMax", "Cast"} <= ops
+    assert {"Conv", "ConvTranspose", "ArgMax", "Cast"} <= ops
+    report = check_model(tiny_onnx_model)
+    assert report.versions == VERSION_NAMES and report.ok, report.format()
     (inp,) = g.graph.input
     assert inp.name == "images" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
@@ -108,3 +112,31 @@ def test_export_of_larger_variant_keeps_parity(tmp_path):
     ckpt = make_tiny_checkpoint(tmp_path / "d.pt", seed=3, arch="drn_d_22", width=0.125)
     out = export_onnx(ckpt, tmp_path / "d.onnx", check=True)
     assert out.is_file() and sidecar_path(out).is_file()
+
+
+def test_uint8_input_feeds_one_cast_and_no_other_tensor_is_uint8(tiny_onnx_model):
+    """TensorRT takes uint8 only as a network input into a Cast to float (or a network output)."""
+    g = onnx.shape_inference.infer_shapes(onnx.load(tiny_onnx_model))
+    users = [n for n in g.graph.node if "images" in n.input]
+    assert [(n.op_type, onnx.helper.get_attribute_value(n.attribute[0])) for n in users] == \
+        [("Cast", onnx.TensorProto.FLOAT)]
+    uint8 = [v.name for v in g.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.UINT8]
+    assert uint8 == []
+    shapes = [n for n in g.graph.node if n.op_type == "Shape"]
+    assert shapes and all(n.input[0] != "images" for n in shapes)  # the crop reads the float tensor's size
+
+
+def test_export_refuses_a_graph_tensorrt_would_not_parse(tiny_checkpoint, tmp_path, monkeypatch):
+    """The pipeline as it was (uint8 permuted before the cast, the crop's Shape on the uint8 input)."""
+    from drn_perception.models import pipeline
+
+    class PermuteFirst(pipeline.SegmentationPipeline):
+        def normalise(self, images):
+            x = images.permute(0, 3, 1, 2).contiguous().float() / 255.0
+            return (x - self.mean) / self.std
+
+    monkeypatch.setattr(pipeline, "SegmentationPipeline", PermuteFirst)
+    out = tmp_path / "old.onnx"
+    with pytest.raises(ExportError, match=r"TensorRT 8\.6, 10\.3, 10\.13-10\.16, 11 would refuse.*uint8"):
+        export_onnx(tiny_checkpoint, out, check=False)
+    assert not out.exists() and not list(tmp_path.iterdir())  # nothing half-written is left

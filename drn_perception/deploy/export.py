@@ -1,8 +1,9 @@
 """drn-export: checkpoint -> one ONNX graph (uint8 NHWC in, int32 labels out) + JSON sidecar.
 
 The graph holds the whole per-frame computation (see models/pipeline.py), opset 17, dynamic
-N, H, W, and only operators TensorRT 8.5+ imports. The export is checked: ONNX Runtime's
-labels are compared with PyTorch's on generated frames before the file is kept.
+N, H, W. The export is checked before the file is kept: TensorRT's ONNX parser must take it on
+every supported TensorRT version (deploy/trt_check.py, no TensorRT needed), and ONNX Runtime's
+labels are compared with PyTorch's on generated frames.
 """
 from __future__ import annotations
 
@@ -19,13 +20,6 @@ from drn_perception.model_info import ModelInfo, sha256_file, sidecar_path
 OPSET = 17
 INPUT = "images"
 OUTPUTS = ("labels", "confidence")
-# Operators TensorRT's ONNX parser imports since 8.5 that this graph may contain.
-TRT_SAFE_OPS = frozenset({
-    "Conv", "BatchNormalization", "Relu", "Add", "ConvTranspose", "Resize", "ArgMax", "Cast",
-    "Softmax", "ReduceMax", "Transpose", "Sub", "Div", "Mul", "Constant", "Identity",
-    # the crop to input size: Slice ends read from the input's Shape
-    "Shape", "Gather", "Unsqueeze", "Slice",
-})
 METADATA_KEY = "drn_perception"
 
 
@@ -70,9 +64,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True
                               do_constant_folding=True)
         graph = onnx.load(tmp)
         onnx.checker.check_model(graph)
-        ops = {node.op_type for node in graph.graph.node}
-        if not ops <= TRT_SAFE_OPS:
-            raise ExportError(f"graph uses operators TensorRT 8.5 may not import: {sorted(ops - TRT_SAFE_OPS)}")
+        trt_problem = tensorrt_problem(graph)
+        if trt_problem:
+            raise ExportError(trt_problem)
         meta = graph.metadata_props.add()
         meta.key, meta.value = METADATA_KEY, json.dumps(info.to_dict())
         graph.producer_name = "drn_perception"
@@ -89,6 +83,19 @@ def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True
                     accepted_sizes="any N, H, W; labels and confidence at input size",
                     exported_with={"torch": torch.__version__, "onnx": onnx.__version__}, **(extra or {}))
     return out
+
+
+def tensorrt_problem(graph) -> str:
+    """'' when TensorRT's parser takes ``graph`` on every supported version, else one line why not."""
+    from drn_perception.deploy.trt_check import check_model
+
+    report = check_model(graph)
+    if report.ok:
+        return ""
+    refused = report.refused_versions()
+    found = report.refusals(refused[0])
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return f"TensorRT {', '.join(refused)} would refuse the exported graph: {found[0]}{more}"
 
 
 def compare_with_torch(pipeline, onnx_path, sizes, seeds=(0, 1)) -> float:
