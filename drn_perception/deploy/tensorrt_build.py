@@ -440,11 +440,18 @@ def make_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--trtexec-only", action="store_true", help="print the equivalent trtexec command and exit")
     p.add_argument("--adopt", type=Path, metavar="ENGINE",
                    help="write the metadata for ENGINE, built from the ONNX model by trtexec on this machine")
+    p.add_argument("--check", action="store_true",
+                   help="only check, without TensorRT, whether each supported TensorRT version's ONNX parser takes "
+                        "the model (any ONNX file); exit 0 all do, 1 some refuse")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_arg_parser().parse_args(argv)
+    if args.check:
+        from drn_perception.deploy.trt_check import run_check
+
+        return run_check(args.onnx, f"{PROG} --check")
     opts = BuildOptions(
         precision=args.precision, shapes=args.shapes, workspace_mb=args.workspace, timing_cache=args.timing_cache,
         dla_core=args.dla_core, calibration=args.calibration, calibration_topic=args.calibration_topic,

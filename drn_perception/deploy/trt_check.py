@@ -478,3 +478,21 @@ class _VersionCheck:
                         + (" (blocked scales from 10.0)" if not R.QDQ_BLOCKED[v] else ""))
         if qtype == "INT4" and x_shape and x_shape[-1] is not None and x_shape[-1] % 2:
             self.refuse(node, "INT4 quantization of a tensor with an odd last dimension")
+
+
+def run_check(path, prog: str = "drn-build-engine --check") -> int:
+    """The command line's check: the report on stdout; 0 all versions accept, 1 some refuse, 2 bad file."""
+    import sys
+
+    try:
+        report = check_model(path)
+    except CheckError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{report.source}:")
+    print(report.format())
+    refused = report.refused_versions()
+    if refused:
+        print(f"{prog}: TensorRT {', '.join(refused)} would refuse {report.source}", file=sys.stderr)
+        return 1
+    return 0
