@@ -187,3 +187,120 @@ def test_synthetic_splits_are_disjoint_and_cache_matches(tmp_path):
     assert set(np.unique(val[0][1])) <= set(SYNTHETIC_CLASS_IDS)
     with pytest.raises(ValueError, match="unknown synthetic split"):
         SyntheticScenes("holdout", 3, H, W)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cityscapes label files: trainIds, native labelIds read through the official table, and
+# labelIds given where trainIds are expected
+
+
+def official_label_files(tmp_path, name, seed, h=H, w=W):
+    """A polygon annotation over every Cityscapes label (groups, a license plate, a deleted
+    polygon), rendered by cityscapesScripts' own json2labelImg (the function behind
+    createTrainIdLabelImgs) as labelIds and as trainIds: (labelIds, trainIds) arrays."""
+    labels_mod = pytest.importorskip("cityscapesscripts.helpers.labels")
+    json2label = pytest.importorskip("cityscapesscripts.preparation.json2labelImg")
+    rng = np.random.default_rng(seed)
+    names = [lab.name for lab in labels_mod.labels] + ["cargroup", "persongroup"]
+    objects = []
+    for label in rng.permutation(names):
+        x, y = rng.integers(0, w), rng.integers(0, h)
+        pw, ph = rng.integers(4, w // 2), rng.integers(4, h // 2)
+        objects.append({"label": str(label), "polygon": [[int(x), int(y)], [int(x + pw), int(y)],
+                                                         [int(x + pw // 2), int(y + ph)]]})
+    objects.append({"label": "sky", "polygon": [[0, 0], [w, 0], [w, h]], "deleted": 1})
+    ann = tmp_path / f"{name}_gtFine_polygons.json"
+    ann.write_text(json.dumps({"imgWidth": w, "imgHeight": h, "objects": objects}))
+    ids, train_ids = tmp_path / f"{name}_ids.png", tmp_path / f"{name}_train_ids.png"
+    json2label.json2labelImg(str(ann), str(ids), "ids")
+    json2label.json2labelImg(str(ann), str(train_ids), "trainIds")
+    return cv2.imread(str(ids), cv2.IMREAD_UNCHANGED), cv2.imread(str(train_ids), cv2.IMREAD_UNCHANGED)
+
+
+def test_the_id_to_train_id_table_is_the_official_one():
+    from drn_perception.data.cityscapes import CITYSCAPES_LABEL_IDS, TRAIN_ID_LUT
+
+    labels_mod = pytest.importorskip("cityscapesscripts.helpers.labels")
+    official = {lab.id: lab.trainId for lab in labels_mod.labels if lab.id >= 0}
+    assert sorted(official) == list(range(CITYSCAPES_LABEL_IDS))
+    assert {i: int(TRAIN_ID_LUT[i]) for i in range(CITYSCAPES_LABEL_IDS)} == official
+
+
+def test_native_label_ids_give_the_official_train_ids(tmp_path):
+    """A Cityscapes folder as unpacked from gtFine_trainvaltest.zip (only *_labelIds.png) reads
+    as the trainIds createTrainIdLabelImgs would write, in both layouts and with auto detection."""
+    root = tmp_path / "cityscapes"
+    want = []
+    for i, city in enumerate(["aachen", "bochum", "bochum"]):
+        name = f"{city}_{i:06d}_000019"
+        ids, train_ids = official_label_files(tmp_path, name, seed=i)
+        assert ids.max() > 18 and set(np.unique(ids)) - set(range(34)) == set()  # raw ids, as shipped
+        write_rgb(root / "leftImg8bit" / "val" / city / f"{name}_leftImg8bit.png", scene(i)[0])
+        write_label(root / "gtFine" / "val" / city / f"{name}_gtFine_labelIds.png", ids)
+        want.append(train_ids)
+    for ds in (cityscapes_dataset(root, "val", num_classes=19),
+               cityscapes_dataset(root, "val", labels="labelIds")):
+        assert ds.labels_kind == "labelIds" and all(p.name.endswith("_gtFine_labelIds.png") for p in ds.labels)
+        for i in range(3):
+            np.testing.assert_array_equal(ds[i][1], want[i])
+    # The list layout: files named *_labelIds.png are read the same way.
+    (root / "info.json").write_text(json.dumps({"mean": [0.5] * 3, "std": [0.25] * 3}))
+    ds = cityscapes_dataset(root, "val")
+    (root / "val_images.txt").write_text("".join(f"{p.relative_to(root)}\n" for p in ds.images))
+    (root / "val_labels.txt").write_text("".join(f"{p.relative_to(root)}\n" for p in ds.labels))
+    listed = list_dataset(root, "val", num_classes=19)
+    assert listed.labels_kind == "labelIds"
+    for i in range(3):
+        np.testing.assert_array_equal(listed[i][1], want[i])
+    # Where trainId files exist too, auto reads those (the same values).
+    for image, train_ids in zip(ds.images, want):
+        write_label(root / "gtFine" / "val" / image.parent.name /
+                    image.name.replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png"), train_ids)
+    ds = cityscapes_dataset(root, "val", num_classes=19)
+    assert ds.labels_kind == "trainIds"
+    for i in range(3):
+        np.testing.assert_array_equal(ds[i][1], want[i])
+
+
+def test_label_ids_given_as_train_ids_are_refused_naming_the_file_and_the_fix(list_root):
+    raw = np.full((H, W), 7, np.uint8)  # road as a Cityscapes label id
+    raw[:, W // 2:] = 26  # car
+    write_label(list_root / "labels" / "1.png", raw)
+    with pytest.raises(DatasetError, match=r"label .*labels/1\.png holds ids 26 outside 0\.\.18 .*createTrainIdLabelImgs"
+                                           r".*--labels labelIds"):
+        list_dataset(list_root, "train", num_classes=19)  # found in the sample read when the dataset opens
+    ds = list_dataset(list_root, "train")  # without num_classes nothing is checked
+    np.testing.assert_array_equal(ds[1][1], raw)
+    # Ids all < 19 (road 7, sidewalk 8) pass a value check: --labels labelIds reads them as the
+    # official table says; a trainId file (255 = ignore is no label id) read that way is refused.
+    low = np.full((H, W), 7, np.uint8)
+    low[: H // 2] = 8
+    write_label(list_root / "labels" / "1.png", low)
+    lab = scene(0)[1].copy()
+    lab[0, 0] = 255
+    write_label(list_root / "labels" / "0.png", lab)
+    ds = list_dataset(list_root, "train", labels="labelIds")
+    with pytest.raises(DatasetError, match=r"labels/0\.png was read as Cityscapes labelIds \(0\.\.33\) but holds 255: "
+                                           r"if it holds trainIds, pass --labels trainIds"):
+        ds[0]
+    np.testing.assert_array_equal(ds[1][1], np.where(low == 7, 0, 1))
+
+
+def test_every_label_is_checked_when_read_not_only_the_sample(tmp_path):
+    from drn_perception.data.cityscapes import SAMPLE_FILES
+
+    root = tmp_path / "lists"
+    n = 3 * SAMPLE_FILES
+    for i in range(n):
+        rgb, lab = scene(i % 3)
+        write_rgb(root / "images" / f"{i}.png", rgb)
+        write_label(root / "labels" / f"{i}.png", lab)
+    (root / "info.json").write_text(json.dumps({"mean": [0.5] * 3, "std": [0.25] * 3}))
+    (root / "train_images.txt").write_text("".join(f"images/{i}.png\n" for i in range(n)))
+    (root / "train_labels.txt").write_text("".join(f"labels/{i}.png\n" for i in range(n)))
+    sampled = {int(i) for i in np.linspace(0, n - 1, SAMPLE_FILES).round()}
+    victim = min(set(range(n)) - sampled)
+    write_label(root / "labels" / f"{victim}.png", np.full((H, W), 33, np.uint8))
+    ds = list_dataset(root, "train", num_classes=19)  # the sample passes
+    with pytest.raises(DatasetError, match=rf"label .*labels/{victim}\.png holds ids 33 outside"):
+        ds[victim]

@@ -195,3 +195,102 @@ def test_init_starts_from_a_whole_segmentation_checkpoint(tmp_path, capsys):
     assert train.main(TINY + ["--width", "0.25", "--init", str(tmp_path / "start.pt"), "--synthetic-train", "4",
                               "--out", str(tmp_path / "bad")]) == 2
     assert "is drn_c_26 width 0.125 with 19 classes; this run is drn_c_26 width 0.25" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Cityscapes label files: raw labelIds given where trainIds are expected, and read natively
+
+FOLDER_TRAIN = ["--crop-size", "32", "--width", "0.125", "--batch-size", "2", "--threads", "1", "--no-progress",
+                "--no-tensorboard", "--epochs", "1", "--eval-every", "0", "--random-scale", "1",
+                "--random-rotate", "0"]
+
+
+def write_list_dataset(root: Path, labels: list, names: list | None = None) -> None:
+    """The authors' list layout over generated 48x64 scenes, with the given label arrays."""
+    import cv2
+
+    from drn_perception.data.synthetic import generate_scene
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    names = names or [f"{i}.png" for i in range(len(labels))]
+    for i, (label, name) in enumerate(zip(labels, names)):
+        rgb, _ = generate_scene(i, 48, 64)
+        assert cv2.imwrite(str(root / "images" / f"{i}.png"), rgb[..., ::-1])
+        assert cv2.imwrite(str(root / "labels" / name), label)
+    (root / "info.json").write_text('{"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}')
+    (root / "train_images.txt").write_text("".join(f"images/{i}.png\n" for i in range(len(labels))))
+    (root / "train_labels.txt").write_text("".join(f"labels/{n}\n" for n in names))
+
+
+def label_ids_of(train_ids: np.ndarray) -> np.ndarray:
+    """Cityscapes labelIds for a trainId map, by cityscapesScripts' own table (first label of each trainId)."""
+    labels_mod = pytest.importorskip("cityscapesscripts.helpers.labels")
+    out = np.zeros_like(train_ids)  # trainId 255 -> id 0 (unlabeled)
+    for t in np.unique(train_ids):
+        if t != 255:
+            out[train_ids == t] = labels_mod.trainId2label[int(t)].id
+    return out
+
+
+def test_label_ids_given_to_drn_train_stop_it_in_one_line_before_the_first_step(tmp_path):
+    """Raw labelIds in a list layout whose names do not say so (ids up to 33): drn-train, as a
+    process, exits 2 with one line naming the file and the fix; nothing is trained or written."""
+    from drn_perception.data.synthetic import generate_scene
+
+    root = tmp_path / "lists"
+    write_list_dataset(root, [label_ids_of(generate_scene(i, 48, 64)[1]) for i in range(4)])
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "drn_perception.training.train", "--data-dir", str(root),
+                          *FOLDER_TRAIN, "--workers", "0", "--out", str(out)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-3000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("drn-train: error: label "), res.stderr
+    assert "labels/0.png" in lines[0] and "outside 0..18" in lines[0] and "createTrainIdLabelImgs" in lines[0]
+    assert "--labels labelIds" in lines[0]
+    assert "iterations/epoch" not in res.stdout and not out.exists()  # stopped before the run began
+    # drn-eval refuses the same files with the same line.
+    from drn_perception.default_model import default_model_path
+
+    res = subprocess.run([sys.executable, "-m", "drn_perception.training.evaluate", str(default_model_path()),
+                          "--data-dir", str(root), "--split", "train", "--no-progress"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [lines[0].replace("drn-train", "drn-eval")], \
+        res.stderr[-3000:]
+
+
+def test_a_bad_label_met_in_a_worker_mid_run_is_one_line_too(tmp_path, capsys):
+    """Past the sample read at open, each label is checked when a batch reads it, also in a
+    DataLoader worker process (torch re-raises its error with the worker's traceback)."""
+    from drn_perception.data.cityscapes import SAMPLE_FILES
+    from drn_perception.data.synthetic import generate_scene
+
+    n = 3 * SAMPLE_FILES
+    labels = [generate_scene(i, 48, 64)[1] for i in range(n)]
+    sampled = {int(i) for i in np.linspace(0, n - 1, SAMPLE_FILES).round()}
+    victim = min(set(range(n)) - sampled)
+    labels[victim] = label_ids_of(labels[victim])
+    root = tmp_path / "lists"
+    write_list_dataset(root, labels)
+    assert train.main(["--data-dir", str(root), *FOLDER_TRAIN, "--workers", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"drn-train: error: label {root / 'labels' / f'{victim}.png'} holds ids")
+    assert "Traceback" not in err and "createTrainIdLabelImgs" in err
+
+
+def test_drn_train_reads_native_label_ids(tmp_path, capsys):
+    """Files named *_labelIds.png train through the official table (equal targets: test_datasets.py)."""
+    from drn_perception.data.synthetic import generate_scene
+
+    root = tmp_path / "lists"
+    write_list_dataset(root, [label_ids_of(generate_scene(i, 48, 64)[1]) for i in range(4)],
+                       names=[f"city_{i:06d}_000019_gtFine_labelIds.png" for i in range(4)])
+    assert train.main(["--data-dir", str(root), *FOLDER_TRAIN, "--workers", "0", "--out", str(tmp_path / "run")]) == 0
+    assert "4 train / 0 val images (Cityscapes labelIds -> trainIds)" in capsys.readouterr().out
+    assert train.main(["--data-dir", str(root), *FOLDER_TRAIN, "--labels", "trainIds",
+                       "--out", str(tmp_path / "run2")]) == 2
+    assert "--labels labelIds" in capsys.readouterr().err
+    assert train.main(["--dataset", "synthetic", "--labels", "labelIds", "--out", str(tmp_path / "run3")]) == 2
+    assert "--labels labelIds applies to --data-dir datasets" in capsys.readouterr().err

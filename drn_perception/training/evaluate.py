@@ -187,7 +187,7 @@ def evaluate(args) -> dict:
         size_from = "the size the model was trained at" if recorded else "drn-train's default size"
     predictor = open_model(args.model, args.backend, args.device)
     info = predictor.info
-    dataset = build_dataset(args, kind, args.split, None, args.synthetic_num)
+    dataset = build_dataset(args, kind, args.split, None, args.synthetic_num, num_classes=info.num_classes)
     n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     classes = eval_classes(kind, info.num_classes)
     conf = ConfusionMatrix(info.num_classes)

@@ -1,6 +1,6 @@
 """drn-train: train a DRN segmentation model (reference recipe by default).
 
-Datasets: the authors' list layout, native Cityscapes (trainId labels) or the built-in
+Datasets: the authors' list layout, native Cityscapes (trainId or labelId files) or the built-in
 synthetic street scenes. Runs on CPU, on one GPU (mixed precision) and on several GPUs or
 nodes through torchrun (DistributedDataParallel + SyncBatchNorm). Every epoch ends with an
 atomic checkpoint (<out>/last.pt); ``--resume`` continues exactly where it stopped. The best
@@ -58,6 +58,10 @@ def add_dataset_args(p: argparse.ArgumentParser, train: bool) -> None:
     g.add_argument("--data-dir", type=Path, help="dataset folder (list layout or Cityscapes root)")
     g.add_argument("--classes", type=Path, metavar="YAML",
                    help="class config (default: config/cityscapes.yaml, the 19 Cityscapes trainIds)")
+    g.add_argument("--labels", choices=["auto", "trainIds", "labelIds"], default="auto",
+                   help="what the label files hold: trainIds, or Cityscapes labelIds (0..33, read through the "
+                        "official id -> trainId table); auto: labelIds for files named *_labelIds.png (Cityscapes "
+                        "layout: the _labelTrainIds files where they exist, else the _labelIds ones)")
     if train:
         g.add_argument("--synthetic-size", type=size_arg, default=(256, 512), metavar="HxW",
                        help="size of the generated scenes")
@@ -168,6 +172,8 @@ def resolve_dataset_kind(args) -> str:
     from drn_perception.data.cityscapes import detect_layout
 
     if args.dataset == "synthetic" or (args.dataset is None and args.data_dir is None):
+        if args.labels != "auto":
+            raise UserError(f"--labels {args.labels} applies to --data-dir datasets (generated scenes are trainIds)")
         return "synthetic"
     if args.data_dir is None:
         raise UserError(f"--dataset {args.dataset} needs --data-dir")
@@ -176,9 +182,10 @@ def resolve_dataset_kind(args) -> str:
 
 
 def build_dataset(args, kind: str, split: str, transform=None, num: int | None = None, workers: int = 0,
-                  progress: bool = False):
+                  progress: bool = False, num_classes: int | None = None):
     """One split of the chosen dataset (an object with mean, std, set_epoch, __getitem__);
-    ``progress``: a progress bar while scenes are generated."""
+    ``progress``: a progress bar while scenes are generated; ``num_classes``: label files are
+    checked to hold only 0..num_classes-1 and 255 (a sample when opened, every file when read)."""
     if kind == "synthetic":
         from drn_perception.data.synthetic_dataset import SyntheticScenes
 
@@ -189,7 +196,8 @@ def build_dataset(args, kind: str, split: str, transform=None, num: int | None =
     from drn_perception.data.cityscapes import cityscapes_dataset, list_dataset
 
     reader = list_dataset if kind == "list" else cityscapes_dataset
-    return reader(args.data_dir, split, transform=transform, seed=getattr(args, "seed", 0))
+    return reader(args.data_dir, split, transform=transform, seed=getattr(args, "seed", 0), labels=args.labels,
+                  num_classes=num_classes)
 
 
 def class_config(args):
@@ -415,11 +423,12 @@ def run(args) -> dict:
             build_dataset(args, kind, "val", None, args.synthetic_val, args.workers, progress=show)
         dist.barrier()
     train_set = build_dataset(args, kind, args.train_split if kind != "synthetic" else "train", transform,
-                              getattr(args, "synthetic_train", None), args.workers, progress=show)
+                              getattr(args, "synthetic_train", None), args.workers, progress=show,
+                              num_classes=num_classes)
     val_set = None
     if args.eval_every:
         val_set = build_dataset(args, kind, args.val_split if kind != "synthetic" else "val", None,
-                                args.synthetic_val, args.workers, progress=show)
+                                args.synthetic_val, args.workers, progress=show, num_classes=num_classes)
     mean_t = torch.tensor(train_set.mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(train_set.std, device=device).view(1, 3, 1, 1)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
@@ -487,8 +496,9 @@ def run(args) -> dict:
 
     if main_proc:
         n_params = sum(p.numel() for p in raw_model.parameters())
+        mapped = " (Cityscapes labelIds -> trainIds)" if getattr(train_set, "labels_kind", "") == "labelIds" else ""
         print(f"drn-train: {args.arch} width {args.width} ({n_params:,} parameters), {kind} "
-              f"{len(train_set)} train / {len(val_set) if val_set else 0} val images, {num_classes} classes, "
+              f"{len(train_set)} train / {len(val_set) if val_set else 0} val images{mapped}, {num_classes} classes, "
               f"{world} process(es) on {device}{f' with AMP ({amp_dtype(device)})' if amp else ''}, "
               f"{iters_per_epoch} iterations/epoch",
               flush=True)
@@ -580,12 +590,14 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from drn_perception.data.cityscapes import DatasetError
+    from drn_perception.data.cityscapes import DatasetError, worker_error
     from drn_perception.models.checkpoints import CheckpointError
 
     try:
         result = run(args)
-    except (UserError, DatasetError, CheckpointError) as exc:
+    except DatasetError as exc:  # also from a DataLoader worker: a file found bad when a batch read it
+        return cli.fail("drn-train", worker_error(exc))
+    except (UserError, CheckpointError) as exc:
         return cli.fail("drn-train", exc)
     except KeyboardInterrupt:
         print(f"drn-train: interrupted; continue with --resume (from {args.out / CHECKPOINT_LAST})", file=sys.stderr)
