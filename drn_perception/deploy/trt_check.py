@@ -81,7 +81,7 @@ class TrtReport:
             info = next(x for x in R.VERSIONS if x.name == v)
             refused = self._refused[v]
             head = f"TensorRT {v} ({info.jetpack}): "
-            lines.append(head + ("OK" if not refused else f"REFUSED, {len(refused)} node(s)"))
+            lines.append(head + ("OK" if not refused else f"REFUSED ({len(refused)} finding(s))"))
             lines += [f"  refused ({f.stage}): {f}" for f in refused]
             if warnings:
                 lines += [f"  warning: {f}" for f in self._warned[v]]
@@ -232,9 +232,8 @@ class _VersionCheck:
                                        "operators whose form changed after that may import differently"))
         self.io_rules()
         for node in g.nodes:
-            if not self.op_rule(node):
-                continue
-            self.dtype_rules(node)
+            if not self.op_rule(node) or not self.dtype_rules(node):
+                continue  # one reason per node is enough where the rest would follow from it
             self.uint8_rules(node)
             check = getattr(self, f"rule_{node.op_type}", None)
             if node.op_type in _REDUCE_OPS:
@@ -277,20 +276,20 @@ class _VersionCheck:
         return False
 
     # --- types ----------------------------------------------------------------------------------
-    def dtype_rules(self, node):
+    def dtype_rules(self, node) -> bool:
         g, v, op = self.g, self.v, node.op_type
         for name in [*node.input, *node.output]:
             tname = g.type_name(name, v) if name else None
             if tname is not None and tname.startswith("<"):
                 self.refuse(node, f"tensor {name!r} is {tname[1:-1]}, which TensorRT {v} has no type for")
-                return
+                return False
         if op in _QDQ or op in ("Cast", "CastLike") or op not in self.ops:
-            return
+            return True
         allowed = self.ops[op]
         if op in R.TYPED_BY_OUTPUT:
-            idx, names = "output 0", [node.output[0]] if node.output else []
+            idx, names = "output", [node.output[0]] if node.output else []
         elif op in R.ALL_INPUTS:
-            idx, names = "inputs", list(node.input)
+            idx, names = "input", list(node.input)
         else:
             picks = R.TYPED_INPUTS.get(op, (0,))
             idx, names = "input", [node.input[i] for i in picks if i < len(node.input)]
@@ -299,6 +298,7 @@ class _VersionCheck:
             if tname not in (None, "UINT8") and tname not in allowed:
                 self.refuse(node, f"{op} takes {', '.join(t for t in R.TYPE_NAMES if t in allowed)} in TensorRT {v} "
                             f"(operators.md); {idx} {name!r} is {tname}")
+        return True
 
     def uint8_rules(self, node):
         g = self.g
@@ -446,12 +446,12 @@ class _VersionCheck:
         s_value = g.consts.get(scale)
         if s_value is not None and not np.all(s_value.astype(np.float64) > 0):
             self.refuse(node, "scale coefficients must all be positive")
-        s_shape = g.shapes.get(scale)
-        if s_value is not None:
-            s_shape = list(s_value.shape)
+        x_shape = g.shapes.get(x)
+        if qtype == "INT4" and x_shape and x_shape[-1] is not None and x_shape[-1] % 2:
+            self.refuse(node, "INT4 quantization of a tensor with an odd last dimension")
+        s_shape = list(s_value.shape) if s_value is not None else g.shapes.get(scale)
         if s_shape is None or int(np.prod(s_shape or [1])) == 1:
             return  # per tensor
-        x_shape = g.shapes.get(x)
         rank = len(x_shape) if x_shape is not None else None
         if len(s_shape) == 1:
             axis = _attr(node, "axis")
@@ -476,8 +476,6 @@ class _VersionCheck:
         else:
             self.refuse(node, f"scale of rank {len(s_shape)}: TensorRT {v} takes a scalar or a 1-D per-axis scale"
                         + (" (blocked scales from 10.0)" if not R.QDQ_BLOCKED[v] else ""))
-        if qtype == "INT4" and x_shape and x_shape[-1] is not None and x_shape[-1] % 2:
-            self.refuse(node, "INT4 quantization of a tensor with an odd last dimension")
 
 
 def run_check(path, prog: str = "drn-build-engine --check") -> int:
