@@ -272,3 +272,73 @@ def test_deploy_engine_meta_is_the_inference_module():
     from drn_perception.inference import engine_meta as new
 
     assert old.decide is new.decide and old.Profile is new.Profile and old.EngineMeta is new.EngineMeta
+
+
+# ---------------------------------------------------------------------------------------------
+# A producer dies with its parent
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` (R, S, Z, ...), None when there is none."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def parent_pid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no PPid in /proc/{pid}/status")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_node_killed_mid_build_leaves_no_build_process(tiny_onnx_model, tmp_path):
+    """seg_node as its own process (the real main, open_segmenter, producer thread) with
+    build_engine if_missing and no engine: the build starts in its process, the node is killed
+    with SIGKILL mid-build (no handler, no atexit runs), and the build process goes with it.
+    TensorRT is not installable here, so drn-build-engine's module is replaced by a stand-in
+    that records its pid and sleeps, the one thing patched in the node."""
+    from ros_helpers import node_command, node_env
+
+    pid_file = tmp_path / "build.pid"
+    (tmp_path / "slow_build.py").write_text(
+        "import os, time\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(600)\n")
+    code = ("import sys\n"
+            "import drn_perception.inference.opening as opening\n"
+            "import drn_perception.ros.node as n\n"
+            "opening.BUILD_MODULE = 'slow_build'\n"
+            "sys.exit(n.main(sys.argv))\n")
+    cmd = node_command(params={"model_path": tmp_path / "tiny.engine", "build_engine": "if_missing",
+                               "onnx_path": tiny_onnx_model})
+    env = node_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    node = subprocess.Popen([sys.executable, "-c", code, *cmd[3:]], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    build = None
+    try:
+        for _ in range(1200):
+            if pid_file.is_file() and pid_file.read_text() or node.poll() is not None:
+                break
+            threading.Event().wait(0.05)
+        assert pid_file.is_file() and pid_file.read_text(), (node.poll(), node.stdout.read() if node.poll() else "")
+        build = int(pid_file.read_text())
+        assert process_state(build) not in (None, "Z") and parent_pid(build) == node.pid  # its own child, building
+        node.kill()
+        node.wait(30)
+        for _ in range(600):  # gone (reaped), or a zombie: dead either way, not running on its own
+            if process_state(build) in (None, "Z"):
+                break
+            threading.Event().wait(0.05)
+        assert process_state(build) in (None, "Z"), f"the build process {build} outlived the killed node"
+        out = node.stdout.read()
+        assert "while building TensorRT engine in a separate process" in out, out
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+        if build is not None and process_state(build) not in (None, "Z"):
+            os.kill(build, 9)

@@ -19,8 +19,11 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -36,8 +39,11 @@ STATES = ("serving", "building", "switching", "switched", "failed")
 log = logging.getLogger(__name__)
 
 # Producer processes still running, terminated when the interpreter exits (a node that stops
-# while an engine builds must not leave the build running on its own).
+# while an engine builds must not leave the build running on its own). A node that is killed
+# runs no exit handler: for that, each producer is started through die_with_parent.py, which has
+# the kernel kill it when the thread that started it goes (see that file for why this way).
 _RUNNING: "weakref.WeakSet[subprocess.Popen]" = weakref.WeakSet()
+_DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,23 @@ def run_producer(producer: Producer, logger: Any = log, progress_period: float =
                  stop: threading.Event | None = None, tail: collections.deque | None = None) -> None:
     """Run ``producer.command`` to its end, logging its output lines and, every ``progress_period``
     seconds, "<activity>, N s". ProducerFailed with the reason (exit status or signal and the
-    last line it printed) unless it exits 0; ``stop`` set: the process is terminated."""
+    last line it printed) unless it exits 0; ``stop`` set: the process is terminated.
+
+    The process is started and waited for on the calling thread, and on Linux it is killed by the
+    kernel when that thread ends (die_with_parent.py), so it never outlives a node killed mid-run."""
     tail = tail if tail is not None else collections.deque(maxlen=20)
+    command = list(producer.command)
+    if not command:
+        raise ProducerFailed(f"could not start {producer.name}: no command")
+    exe = command[0]
+    if (shutil.which(exe, path=(producer.env or os.environ).get("PATH")) if os.sep not in exe
+            else os.access(Path(producer.cwd or ".") / exe, os.X_OK)) in (None, False):
+        raise ProducerFailed(f"could not start {producer.name}: {exe}: no such executable")
+    if sys.platform.startswith("linux"):
+        # Killed with this thread's process, even by SIGKILL; this thread waits for it below.
+        command = [sys.executable, "-I", "-S", str(_DIE_WITH_PARENT), str(os.getpid()), *command]
     try:
-        proc = subprocess.Popen(list(producer.command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace", cwd=producer.cwd,
                                 env=producer.env)
     except OSError as exc:
