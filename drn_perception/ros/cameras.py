@@ -29,6 +29,8 @@ class Camera:
     pub_overlay: object = None
     pub_confidence: object = None
     pub_info: object = None
+    pub_label_info: object = None  # vision_msgs/LabelInfo, where vision_msgs is installed
+    cloud: object = None  # semantic_cloud.SemanticCloud when a depth topic is configured
     subscription: object = None
     info_subscription: object = None
     pending: tuple | None = None  # (serialised message, receipt time on time.perf_counter)

@@ -91,6 +91,20 @@ PARAMETERS = (
           float_range=(0.0, 1.0)),
     Param("confidence_encoding", "mono8", "Confidence image encoding: mono8 (0-255) or 32FC1 (probability).",
           runtime=True),
+    Param("depth_topics", [""], "Depth images registered to each camera (one per image topic, '' for none), "
+          "e.g. camera/aligned_depth_to_color/image_raw; 16UC1 (mm) or 32FC1 (m). With one, the node publishes "
+          "drn[/<camera>]/points: the mask as an organized PointCloud2 (x, y, z, label, confidence) while "
+          "someone subscribes."),
+    Param("depth_info_topics", [""], "camera_info of each depth image (one per image topic); '': the depth "
+          "topic's sibling camera_info."),
+    Param("depth_stamp_tolerance", 0.02, "Seconds a depth frame's stamp may differ from the mask's; a mask "
+          "without such a depth frame gets no cloud (counted in /diagnostics). 0: identical stamps only.",
+          float_range=(0.0, 1.0)),
+    Param("publish_points", True, "Publish the semantic clouds while someone subscribes.", runtime=True),
+    Param("points_rgb", False, "Add the frame's colour (PCL's packed rgb float) to the clouds.", runtime=True),
+    Param("obstacle_classes", [""], "Class names for drn[/<camera>]/obstacle_points, an unorganized cloud of "
+          "only those classes (valid depth only) for Nav2's obstacle and voxel layers, e.g. [person, car]. "
+          "['']: no such cloud."),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics reports.", float_range=(0.1, 60.0)),
 )
 BY_NAME = {p.name: p for p in PARAMETERS}

@@ -23,12 +23,13 @@ from drn_perception.inference.base import auto_backend
 from drn_perception.model_info import IGNORE_LABEL, ClassConfig, cityscapes
 from drn_perception.ros import bagio
 from drn_perception.ros import conversions as conv
-from drn_perception.ros import params
+from drn_perception.ros import label_info, params
 from drn_perception.ros.cameras import (INFO_KEPT, Camera, Job, camera_info_topic, camera_name_from_topic, network_size,
                                         sanitize_name, stamp_ns)
 from drn_perception.ros.diagnostics import camera_status
 from drn_perception.ros.param_service import SafeParameterService
 from drn_perception.ros.params import StartupError
+from drn_perception.ros.semantic_cloud import SemanticCloud, read_parameters as cloud_parameters
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 _WARN_EVERY_S = 5.0
@@ -67,6 +68,8 @@ class SegCore:
         self.output_depth, self.publish_camera_info = v["output_depth"], v["publish_camera_info"]
         self.max_input_pixels = int(v["max_input_pixels"])
         self.diagnostics_period = v["diagnostics_period"]
+        self.depth_values = {k: v[k] for k in ("depth_topics", "depth_info_topics", "obstacle_classes")}
+        self.depth_tolerance_ns = int(round(v["depth_stamp_tolerance"] * 1e9))
         if self.backend not in ("auto", *BACKENDS):
             raise StartupError(f"unknown backend {self.backend!r}: set backend to auto, {', '.join(BACKENDS)}")
         size = v["input_size"]
@@ -89,6 +92,7 @@ class SegCore:
         if "" in self.camera_names or len(set(self.camera_names)) != len(self.camera_names):
             raise StartupError(f"camera names {self.camera_names} are not distinct, non-empty names; "
                                "set camera_names")
+        cloud_parameters(self.depth_values, topics, None)  # list lengths, before the model loads
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         # Read-only parameters and the declared ranges/types are refused by rclpy before this runs.
@@ -166,8 +170,9 @@ class SegCore:
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.output_depth,
                              reliability=RELIABILITY[self.output_reliability])
         single = len(self.image_topics) == 1
+        depths = cloud_parameters(self.depth_values, self.image_topics, self.class_names)
         self.cameras = []
-        for topic, name in zip(self.image_topics, self.camera_names):
+        for topic, name, depth in zip(self.image_topics, self.camera_names, depths):
             # The remapped name decides the type too (image_topic:=/cam/image_raw/compressed).
             resolved = self.resolve_topic_name(topic)
             compressed = self.compressed or any(t.rstrip("/").rsplit("/", 1)[-1] == "compressed"
@@ -180,7 +185,10 @@ class SegCore:
             cam.pub_confidence = self.create_publisher(Image, f"{cam.prefix}/confidence", out_qos)
             if cam.info_topic:
                 cam.pub_info = self.create_publisher(CameraInfo, f"{cam.prefix}/camera_info", out_qos)
+            if depth is not None:
+                cam.cloud = SemanticCloud(self, cam.prefix, out_qos=out_qos, **depth)
             self.cameras.append(cam)
+        self._publish_label_info()
         if any(c.compressed for c in self.cameras):
             try:
                 import simplejpeg  # noqa: F401 - the strict JPEG decoder of conversions.decode_compressed
@@ -202,6 +210,8 @@ class SegCore:
             if cam.info_topic:  # small messages: keep several, so none is lost between two callbacks
                 cam.info_subscription = self.create_subscription(
                     CameraInfo, cam.info_topic, lambda msg, cam=cam: self._on_camera_info(msg, cam), info_qos)
+            if cam.cloud is not None:
+                cam.cloud.subscribe(self, RELIABILITY[self.input_reliability])
         with self._cond:
             self._stopping = False
         self._worker = threading.Thread(target=self._work, name="seg_worker", daemon=True)
@@ -216,6 +226,8 @@ class SegCore:
             self._worker.join(timeout=30.0)
         self._worker = None
         for cam in self.cameras:
+            if cam.cloud is not None:
+                cam.cloud.unsubscribe(self)
             for attr in ("subscription", "info_subscription"):
                 sub = getattr(cam, attr)
                 if sub is not None:
@@ -226,7 +238,9 @@ class SegCore:
     def _release(self):
         """Drop publishers, timer and model (after _stop_inputs)."""
         for cam in self.cameras:
-            for attr in ("pub_mask", "pub_color", "pub_overlay", "pub_confidence", "pub_info"):
+            if cam.cloud is not None:
+                cam.cloud.destroy_publishers(self)
+            for attr in ("pub_mask", "pub_color", "pub_overlay", "pub_confidence", "pub_info", "pub_label_info"):
                 pub = getattr(cam, attr)
                 if pub is not None:
                     self.destroy_publisher(pub)
@@ -348,7 +362,9 @@ class SegCore:
         want_conf = self.get_parameter("publish_confidence").value
         alpha = float(self.get_parameter("overlay_alpha").value)
         conf_encoding = self.get_parameter("confidence_encoding").value
-        need_conf = want_conf and any(j.cam.pub_confidence.get_subscription_count() for j in jobs)
+        want_points = self.get_parameter("publish_points").value
+        need_conf = (want_conf and any(j.cam.pub_confidence.get_subscription_count() for j in jobs)) or any(
+            j.cam.cloud is not None and j.cam.cloud.wanted(want_points) for j in jobs)
         images = jobs[0].net[None] if len(jobs) == 1 else np.stack([j.net for j in jobs])
         start = time.perf_counter()
         result = self.segmenter.infer(images, want_confidence=need_conf)
@@ -407,6 +423,25 @@ class SegCore:
             conf = conv.resize_image(confidence[i], h, w)
             cam.pub_confidence.publish(conv.confidence_to_image(conf, job.header, conf_encoding))
             cam.stats.optional_outputs["confidence"] += 1
+        cloud = cam.cloud
+        if confidence is not None and cloud is not None and cloud.wanted(self.get_parameter("publish_points").value):
+            rgb = job.rgb if self.get_parameter("points_rgb").value else None
+            skipped = cloud.publish(job.header, mask, conv.resize_image(confidence[i], h, w), rgb,
+                                    self.depth_tolerance_ns)
+            if skipped:
+                self._warn_limited(cam, skipped[0], f"no cloud for a frame from {cam.topic}: {skipped[1]}")
+
+    def _publish_label_info(self):
+        """vision_msgs/LabelInfo beside every mask, once (transient local); without vision_msgs, say so once."""
+        types = label_info.message_types()
+        topics = [f"{c.prefix}/label_info" for c in self.cameras]
+        if isinstance(types, str):
+            self.get_logger().warning(label_info.MISSING.format(error=types, topics=", ".join(topics)))
+            return
+        header = Header(stamp=self.get_clock().now().to_msg())
+        for cam, topic in zip(self.cameras, topics):  # no threshold: every pixel gets its most likely class
+            cam.pub_label_info = self.create_publisher(types[0], topic, label_info.QOS)
+            cam.pub_label_info.publish(label_info.make(types, self.class_names, 0.0, header))
 
     # ---------------------------------------------------------------- health
     def stats_snapshot(self) -> dict:
@@ -437,8 +472,11 @@ class SegCore:
             if cam.info_topic:
                 topics["camera_info_topic"] = cam.info_topic
             with self._cond:
-                msg.status.append(camera_status(f"{self.get_name()}: {cam.name}", cam.stats, topics, serving,
-                                                cam.info_topic or None))
+                status = camera_status(f"{self.get_name()}: {cam.name}", cam.stats, topics, serving,
+                                       cam.info_topic or None)
+            if cam.cloud is not None:
+                cam.cloud.add_to_status(status)
+            msg.status.append(status)
         self._diag_pub.publish(msg)
 
 
