@@ -217,7 +217,8 @@ def test_kernel_and_pooling_rules():
                    [vi("x", TP.FLOAT, [1, 3, 8, 8])], [vi("y", TP.FLOAT, None), vi("i", TP.INT64, None)])
     assert refused(indices, "Indices output") == ALL
     assert refused(unary("MaxPool", kernel_shape=[2, 2], dilations=[2, 2]), "dilations") == ALL
-    assert refused(unary("AveragePool", shape=(1, 3, 8), kernel_shape=[2]), "pools 2D or 3D") == ALL
+    assert refused(unary("AveragePool", shape=(1, 3, 4, 4, 4, 4), kernel_shape=[2, 2, 2, 2]), "pools 2D or 3D") == ALL
+    assert refused(unary("AveragePool", shape=(1, 3, 8), kernel_shape=[2]), "") == set()  # 1D, as 2D
     assert refused(unary("MaxPool", kernel_shape=[2, 2]), "") == set()
 
 
@@ -228,7 +229,7 @@ def test_topk_dropout_constant_rules():
                     inits=[init("k", np.array([k], np.int64))])
 
     assert set(check_model(topk(5)).refused_versions()) == set()
-    assert refused(topk(5, sorted=0), "sorted=0") == ALL
+    assert refused(topk(5, sorted=0), "sorted=0") == ALL - {"8.6"}  # a restriction operators.md states from 10.0
     assert refused(topk(4000), "K=4000") == ALL
     drop = make([helper.make_node("Dropout", ["x", "", "t"], ["y"])], [vi("x", TP.FLOAT, [4])],
                 [vi("y", TP.FLOAT, None)], inits=[init("t", np.array(True))])
@@ -387,3 +388,34 @@ def test_build_engine_check_cli(tiny_checkpoint, tiny_onnx_model, tmp_path):
         assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
     with pytest.raises(CheckError, match="no such file"):
         check_model(tmp_path / "missing.onnx")
+
+
+def test_onnx_runtime_qdq_graphs(tiny_onnx_model, tmp_path):
+    """ONNX Runtime's quantizer: its uint8 asymmetric Q/DQ is refused everywhere; symmetric int8,
+    per-channel weights, bias left in float (TensorRT's form) is accepted everywhere."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from drn_perception.data.synthetic import generate_scene
+
+    class Frames(CalibrationDataReader):
+        def __init__(self):
+            self.frames = iter([{"images": generate_scene(s, 64, 96)[0][None]} for s in range(2)])
+
+        def get_next(self):
+            return next(self.frames, None)
+
+    def quantize(name, **kw):
+        out = tmp_path / f"{name}.onnx"
+        quantize_static(str(tiny_onnx_model), str(out), Frames(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["Conv"], **kw)
+        return check_model(out)
+
+    u8 = quantize("u8", activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    assert u8.refused_versions() == list(VERSION_NAMES)
+    assert any("uint8 (asymmetric)" in f.reason for f in u8.refusals("11"))
+    sym = quantize("sym", activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                   extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
+    assert sym.ok, sym.format()
+    per_channel = [n for n in onnx.load(tmp_path / "sym.onnx").graph.node
+                   if n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute)]
+    assert per_channel  # the per-axis rules were exercised, not skipped

@@ -46,6 +46,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True
     import onnx
     import torch
 
+    from drn_perception.deploy.trt_check import check_model
     from drn_perception.models.pipeline import SegmentationPipeline
 
     out = Path(out)
@@ -64,7 +65,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True
                               do_constant_folding=True)
         graph = onnx.load(tmp)
         onnx.checker.check_model(graph)
-        trt_problem = tensorrt_problem(graph)
+        trt_problem = check_model(graph, source=out.name).problem()
         if trt_problem:
             raise ExportError(trt_problem)
         meta = graph.metadata_props.add()
@@ -83,19 +84,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, confidence: bool = True
                     accepted_sizes="any N, H, W; labels and confidence at input size",
                     exported_with={"torch": torch.__version__, "onnx": onnx.__version__}, **(extra or {}))
     return out
-
-
-def tensorrt_problem(graph) -> str:
-    """'' when TensorRT's parser takes ``graph`` on every supported version, else one line why not."""
-    from drn_perception.deploy.trt_check import check_model
-
-    report = check_model(graph)
-    if report.ok:
-        return ""
-    refused = report.refused_versions()
-    found = report.refusals(refused[0])
-    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    return f"TensorRT {', '.join(refused)} would refuse the exported graph: {found[0]}{more}"
 
 
 def compare_with_torch(pipeline, onnx_path, sizes, seeds=(0, 1)) -> float:

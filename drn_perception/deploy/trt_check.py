@@ -75,6 +75,15 @@ class TrtReport:
     def ok(self) -> bool:
         return not self.refused_versions()
 
+    def problem(self) -> str:
+        """'' when every checked version accepts the graph, else one line: who refuses, and the first reason."""
+        refused = self.refused_versions()
+        if not refused:
+            return ""
+        found = self._refused[refused[0]]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        return f"TensorRT {', '.join(refused)} would refuse {self.source}: {found[0]}{more}"
+
     def format(self, warnings: bool = True) -> str:
         lines = []
         for v in self.versions:
@@ -103,12 +112,13 @@ def resolve_version(name: str) -> str:
     raise ValueError(f"TensorRT {name} is not a supported version (supported: {', '.join(R.VERSION_NAMES)})")
 
 
-def check_model(model_or_path, versions=None) -> TrtReport:
-    """Check an ``onnx.ModelProto`` or a path; ``versions`` defaults to every supported one."""
+def check_model(model_or_path, versions=None, source: str | None = None) -> TrtReport:
+    """Check an ``onnx.ModelProto`` or a path; ``versions`` defaults to every supported one;
+    ``source`` names the model in messages (default: the path, or the graph's name)."""
     import onnx
 
     if isinstance(model_or_path, onnx.ModelProto):
-        model, source = model_or_path, model_or_path.graph.name or "model"
+        model, source = model_or_path, source or model_or_path.graph.name or "model"
     else:
         path = Path(model_or_path)
         try:
@@ -119,7 +129,7 @@ def check_model(model_or_path, versions=None) -> TrtReport:
             raise CheckError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from None
         if not model.graph.node:
             raise CheckError(f"{path}: not an ONNX model (no graph nodes)")
-        source = str(path)
+        source = source or str(path)
     names = tuple(dict.fromkeys(resolve_version(v) for v in (versions or R.VERSION_NAMES)))
     graph = _Graph(model)
     report = TrtReport(source, names)
@@ -366,7 +376,7 @@ class _VersionCheck:
     def rule_Slice(self, node):
         if len(node.input) > 3 and node.input[3] and not self.is_const(node.input[3]) \
                 and not R.SLICE_TENSOR_AXES[self.v]:
-            self.refuse(node, f"axes from a tensor: TensorRT {self.v} needs constant Slice axes (tensor axes from 10.3)")
+            self.refuse(node, f"axes from a tensor: TensorRT {self.v} needs constant Slice axes (tensors from 10.3)")
 
     def _const_axes(self, node, index, what):
         if len(node.input) > index and node.input[index] and not self.is_const(node.input[index]):
@@ -389,16 +399,16 @@ class _VersionCheck:
         rank = len(self.g.shapes.get(node.input[0], [])) if node.input else 0
         if node.op_type == "ConvTranspose" and rank and not 3 <= rank <= 5:
             self.refuse(node, f"a rank-{rank} input: TensorRT deconvolves 1D, 2D or 3D inputs (rank 3-5)")
-        if node.op_type in ("MaxPool", "AveragePool") and rank and rank not in (4, 5):
-            self.refuse(node, f"a rank-{rank} input: TensorRT pools 2D or 3D only (operators.md)")
+        if node.op_type in ("MaxPool", "AveragePool") and rank and not 3 <= rank <= 5:
+            self.refuse(node, f"a rank-{rank} input: poolingHelper pools 2D or 3D (1D as 2D), rank 3-5")
         if node.op_type in ("MaxPool", "AveragePool", "LpPool") and any(d != 1 for d in _attr(node, "dilations", [])):
-            self.refuse(node, "pooling dilations other than 1 (operators.md 10.x; TensorRT's pooling has none)")
+            self.refuse(node, "pooling dilations other than 1: poolingHelper refuses them (8.6-GA, 10.x)")
         if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
             self.refuse(node, "the Indices output: TensorRT's MaxPool does not produce it (operators.md)")
 
     def rule_TopK(self, node):
-        if _attr(node, "sorted", 1) != 1:
-            self.refuse(node, "sorted=0: TensorRT's TopK sorts (operators.md 10.x)")
+        if _attr(node, "sorted", 1) != 1 and self.v != "8.6":
+            self.refuse(node, f"sorted=0: operators.md ({self.v}) says sorted must be 1")
         k = self.g.consts.get(node.input[1]) if len(node.input) > 1 else None
         if k is not None and k.size and int(k.reshape(-1)[0]) >= 3840:
             self.refuse(node, f"K={int(k.reshape(-1)[0])}: TensorRT's TopK takes K < 3840 (operators.md 10.x)")
