@@ -312,6 +312,8 @@ class _VersionCheck:
 
     def uint8_rules(self, node):
         g = self.g
+        if node.op_type in ("Constant", "QuantizeLinear"):
+            return  # uint8 weights import as INT32, a Q's output as INT8: the qdq rules judge those
         for name in node.output:
             if name and g.types.get(name) == 2 and name not in g.graph_outputs:
                 self.refuse(node, f"output {name!r} is uint8 and not a network output: \"TensorRT does not support "
@@ -442,9 +444,10 @@ class _VersionCheck:
         if not zp and R.QDQ_NEEDS_ZERO_POINT[v]:
             self.refuse(node, "no zero point input: TensorRT 8.6 needs all 3 inputs (an int8 zero point of 0)")
         qtype = g.type_name(zp, v) if zp else g.type_name(node.output[0] if quantize else x, v)
-        if qtype == "UINT8":
-            self.refuse(node, "uint8 (asymmetric) Q/DQ: TensorRT quantizes to signed types only, symmetric; "
-                        "write int8 Q/DQ with zero point 0")
+        if qtype == "UINT8":  # uint8 weights import as INT32; the helper then warns and quantizes to INT8
+            self.refuse(node, "uint8 (asymmetric) Q/DQ: TensorRT quantizes to INT8 instead (zero point 0, else "
+                        "refused), so values above 127*scale clip: not what ONNX Runtime computes; write int8 "
+                        "symmetric Q/DQ")
         elif qtype is not None and qtype not in R.QDQ_TYPES[v]:
             self.refuse(node, f"quantizes to {qtype}: TensorRT {v} takes {', '.join(sorted(R.QDQ_TYPES[v]))}")
         zp_value = g.consts.get(zp) if zp else None

@@ -53,6 +53,9 @@ VERSION_NAMES = tuple(v.name for v in VERSIONS)
 # ONNX TensorProto data type -> operators.md name, per version: convertDtype() in onnx2trt_utils.cpp
 # (8.6-GA) and importerUtils.cpp (10.1-GA; fa5aa9f adds FLOAT4E2M1). 8.6 maps INT64 to INT32 and
 # every version DOUBLE to FLOAT (values clamped); a type not listed is refused wherever it appears.
+# UINT8 initializers import as INT32 weights (convertOnnxWeights, onnx2trt_utils.cpp 8.6-GA;
+# WeightsContext.cpp 10.1-GA), so a uint8 zero point reaches the Q/DQ helper as INT32, which warns
+# and quantizes to INT8 (10.1-GA) or, non-zero, refuses it.
 _DTYPES_8 = {1: "FP32", 10: "FP16", 6: "INT32", 7: "INT32", 3: "INT8", 2: "UINT8", 9: "BOOL", 11: "FP32"}
 _DTYPES_10 = {**_DTYPES_8, 7: "INT64", 16: "BF16", 17: "FP8", 22: "INT4"}
 DTYPES = {"8.6": _DTYPES_8, "10.3": _DTYPES_10, "10.13-10.16": {**_DTYPES_10, 23: "FP4"},
