@@ -11,9 +11,16 @@ Arguments (``ros2 launch drn_perception seg.launch.py --show-args`` lists them):
                the model, activate starts taking frames
   autostart    with lifecycle:=true, drive configure and then activate from the launch file (what Nav2's
                lifecycle manager does); false leaves it unconfigured for your own manager
-  dds_profile  Fast DDS XML profile for seg_node (FASTDDS_DEFAULT_PROFILES_FILE); default: the one
+  dds_profile  Fast DDS XML profile for seg_node (FASTDDS_/FASTRTPS_DEFAULT_PROFILES_FILE); default: the one
                already set in the environment, else the installed config/fastdds_large_images.xml,
                which lets best-effort images larger than 512 KiB through (docs/node.md)
+
+Supported: ROS 2 Humble (JetPack 6, Ubuntu 22.04, Python 3.10), Jazzy (JetPack 7, Ubuntu 24.04,
+Python 3.12) and Kilted. Tested how: `make test` runs the node on Kilted's rclpy (CPython 3.11)
+and on Jazzy's (CPython 3.12, and 3.10 with numpy 1.x as on Jammy); every rclpy, launch and
+launch_ros name and keyword used here and in the node is checked against Humble's and Jazzy's
+API (test/test_ros_api.py); this file ran under the real `ros2 launch` built from the ROS 2
+sources (README "Limits").
 """
 import os
 
@@ -100,10 +107,14 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "dds_profile",
             default_value=EnvironmentVariable(
-                "FASTDDS_DEFAULT_PROFILES_FILE",
-                default_value=os.path.join(share, "config", "fastdds_large_images.xml")),
-            description="Fast DDS XML profile for seg_node (FASTDDS_DEFAULT_PROFILES_FILE); default: that "
-                        "variable if set, else " + os.path.join(share, "config", "fastdds_large_images.xml")),
+                "FASTDDS_DEFAULT_PROFILES_FILE", default_value=EnvironmentVariable(
+                    "FASTRTPS_DEFAULT_PROFILES_FILE",
+                    default_value=os.path.join(share, "config", "fastdds_large_images.xml"))),
+            description="Fast DDS XML profile for seg_node (FASTDDS_DEFAULT_PROFILES_FILE, or Fast DDS 2.x's "
+                        "FASTRTPS_DEFAULT_PROFILES_FILE); default: the one set in the environment, else "
+                        + os.path.join(share, "config", "fastdds_large_images.xml")),
+        # Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_..., 3.x (Kilted) FASTDDS_...: set both.
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile")),
+        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile")),
         OpaqueFunction(function=_node),
     ])

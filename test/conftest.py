@@ -8,9 +8,11 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(10
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 # Fast DDS's 512 KiB shared-memory segment silently loses best-effort samples larger than it
 # (a 1024x512 rgb8 frame); in LOCALHOST mode FASTDDS_BUILTIN_TRANSPORTS is ignored, so the
-# suite uses the same XML profile seg.launch.py sets (measurements in docs/node.md).
-os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "fastdds_large_images.xml")
+# suite uses the same XML profile seg.launch.py sets (measurements in docs/node.md), under both
+# names Fast DDS reads it by: FASTRTPS_ (2.x: Humble, Jazzy) and FASTDDS_ (3.x: Kilted).
+for _variable in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):
+    os.environ[_variable] = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "fastdds_large_images.xml")
 
 import pytest  # noqa: E402
 
@@ -42,12 +44,27 @@ def tiny_checkpoint(tmp_path_factory):
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pt")
 
 
+# The robot lanes of `make test` have no torch (a robot runs exported models): there the tiny model
+# is the one the main lane exported with the same code (test/export_tiny_model.py), named here.
+TINY_ONNX_ENV = "DRN_TEST_TINY_ONNX"
+
+
 @pytest.fixture(scope="session")
-def tiny_onnx_model(tiny_checkpoint):
+def tiny_onnx_model(request, tmp_path_factory):
     """The tiny checkpoint exported with drn-export's code (model.onnx + model.json)."""
+    import shutil
+    from pathlib import Path
+
+    given = os.environ.get(TINY_ONNX_ENV)
+    if given:  # a copy, so a test that writes beside it leaves the lane's file as it was
+        folder = tmp_path_factory.mktemp("tiny")
+        for suffix in (".onnx", ".json"):
+            shutil.copy(Path(given).with_suffix(suffix), folder / f"tiny{suffix}")
+        return folder / "tiny.onnx"
     from drn_perception.deploy.export import export_onnx
 
-    return export_onnx(tiny_checkpoint, tiny_checkpoint.with_suffix(".onnx"), check=False)
+    checkpoint = request.getfixturevalue("tiny_checkpoint")
+    return export_onnx(checkpoint, checkpoint.with_suffix(".onnx"), check=False)
 
 
 @pytest.fixture(scope="session")

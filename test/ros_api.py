@@ -10,7 +10,7 @@ There are no Humble wheels: this is how Humble is checked. What is checked:
   ``sub.get_publisher_count()``, ``super().destroy_node()``), unless ``x`` comes from another
   package's import (``time.sleep``) or ``m`` is one of the package's own methods: some class
   on the checked branch must have ``m`` and accept the call.
-A call inside ``if <name>:`` where <name> is one of rclpy_compat's VERSION_BRANCHES is made only on
+A call inside ``if <name>:`` where <name> is one of distros.py's VERSION_BRANCHES is made only on
 the distros that have it (the package branches on the version in that one place), so it is
 checked against the development branch alone.
 """

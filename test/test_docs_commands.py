@@ -29,6 +29,10 @@ RULES = [
     (r"^\. \.venv/bin/activate$", ("skip", "shell set-up; these tests run the venv's tools directly")),
     (r"^(cd|source|export|sudo|git|pip) ", ("skip", "shell, system or network set-up of a user's machine")),
     (r"^(ros2|colcon|rosdep|rviz2) ", ("skip", ROS)),
+    (r"^python3 -m venv --system-site-packages |^python3 -m colcon build ",
+     ("skip", "the robot's virtualenv and colcon build (README 'On a robot'); " + ROS)),
+    (r"^python3 -c import onnxruntime .*\|\| pip install -r ",  # the quotes as shlex leaves them
+     ("skip", "the robot flow's pip step: run as printed in the robot lanes (test_robot_install.py)")),
     (r"^rviz2$", ("skip", ROS)),
     (r"^drn-train --dataset synthetic", ("parse", "about 25 minutes of training on 2 cores")),
     (r"^drn-train --data-dir /data/cityscapes", ("parse", "needs Cityscapes and ImageNet weights")),

@@ -268,6 +268,7 @@ def test_library_replay_sends_large_best_effort_frames(tiny_onnx_model, tmp_path
     make_bag(bag, "synthetic", frames=3, size=(512, 1024), seed=5)
     env = node_env()
     env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    env.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)  # Fast DDS 2.x's name for it (Jazzy, Humble)
     code = ("import json, sys\n"
             "from drn_perception.ros.replay import ReplayOptions, replay\n"
             "r = replay(ReplayOptions(in_bag=sys.argv[1], out_bag=sys.argv[2], start_node=False, as_fast_as_node=True,\n"

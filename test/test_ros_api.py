@@ -13,9 +13,9 @@ SOURCES = sorted([*REPO.glob("drn_perception/**/*.py"), *REPO.glob("launch/*.py"
 
 
 def version_branches() -> set[str]:
-    from drn_perception.ros import rclpy_compat
+    from drn_perception.ros import distros
 
-    return set(rclpy_compat.VERSION_BRANCHES)
+    return set(distros.VERSION_BRANCHES)
 
 
 @pytest.fixture(scope="module")

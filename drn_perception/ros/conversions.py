@@ -19,27 +19,60 @@ from __future__ import annotations
 import array
 import sys
 
-import cv2
 import numpy as np
 
 from drn_perception.model_info import IGNORE_LABEL
 
-# encoding -> (channels, OpenCV conversion to RGB or None when already RGB)
+# encoding -> (channels, OpenCV's conversion to RGB by name, or None when already RGB)
 ENCODINGS = {
     "rgb8": (3, None),
-    "bgr8": (3, cv2.COLOR_BGR2RGB),
-    "8UC3": (3, cv2.COLOR_BGR2RGB),  # OpenCV's untyped 3-channel images are BGR
-    "rgba8": (4, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, cv2.COLOR_BGRA2RGB),
-    "8UC4": (4, cv2.COLOR_BGRA2RGB),
-    "mono8": (1, cv2.COLOR_GRAY2RGB),
-    "8UC1": (1, cv2.COLOR_GRAY2RGB),
+    "bgr8": (3, "COLOR_BGR2RGB"),
+    "8UC3": (3, "COLOR_BGR2RGB"),  # OpenCV's untyped 3-channel images are BGR
+    "rgba8": (4, "COLOR_RGBA2RGB"),
+    "bgra8": (4, "COLOR_BGRA2RGB"),
+    "8UC4": (4, "COLOR_BGRA2RGB"),
+    "mono8": (1, "COLOR_GRAY2RGB"),
+    "8UC1": (1, "COLOR_GRAY2RGB"),
 }
 SUPPORTED = ", ".join(ENCODINGS)
-# Label masks are resized with nearest neighbour; the _EXACT variant samples pixel centres the
-# way INTER_LINEAR does, so an upsampled mask stays aligned with the frame it came from.
-INTER_LABELS = getattr(cv2, "INTER_NEAREST_EXACT", cv2.INTER_NEAREST)
-_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
+class OpenCVUnavailable(ImportError):
+    """cv2 cannot be imported; the message says why and what to do."""
+
+
+_cv2 = None
+
+
+def opencv():
+    """The cv2 module, imported on first use, not with this module: a robot whose OpenCV is broken
+    (Ubuntu's and JetPack's are built for numpy 1.x, so a numpy 2 pulled in by pip breaks them)
+    still gets ``seg_node --help`` and a one-line start-up error saying why."""
+    global _cv2
+    if _cv2 is None:
+        try:
+            import cv2
+        except Exception as exc:  # noqa: BLE001 - ImportError, or numpy's ABI complaint from inside cv2
+            reason = " ".join(str(exc).split())
+            hint = ""
+            if int(np.__version__.split(".")[0]) >= 2:
+                hint = (f"; numpy {np.__version__} is installed: an OpenCV built for numpy 1.x (Ubuntu's "
+                        "python3-opencv, JetPack's) needs numpy < 2 (pip install 'numpy<2', README \"On a robot\")")
+            raise OpenCVUnavailable(f"OpenCV (cv2) cannot be imported: {type(exc).__name__}: {reason}{hint}") from None
+        _cv2 = cv2
+    return _cv2
+
+
+def _inter_labels(cv2) -> int:
+    """Label masks are resized with nearest neighbour; the _EXACT variant samples pixel centres
+    the way INTER_LINEAR does, so an upsampled mask stays aligned with the frame it came from."""
+    return getattr(cv2, "INTER_NEAREST_EXACT", cv2.INTER_NEAREST)
+
+
+def __getattr__(name):  # INTER_LABELS on first use (it needs cv2)
+    if name == "INTER_LABELS":
+        return _inter_labels(opencv())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class FrameError(ValueError):
@@ -98,9 +131,10 @@ def decode_compressed(msg, warnings: list | None = None) -> np.ndarray:
         rgb = _decode_jpeg(buf, fmt, warnings)
         if rgb is not None:
             return rgb
+    cv2 = opencv()
     try:
-        if _IMREAD_RGB is not None:
-            rgb = cv2.imdecode(buf, _IMREAD_RGB)
+        if hasattr(cv2, "IMREAD_COLOR_RGB"):  # OpenCV >= 4.11 decodes straight to RGB
+            rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
         else:
             rgb = cv2.imdecode(buf, cv2.IMREAD_COLOR)
             rgb = None if rgb is None else cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
@@ -145,7 +179,8 @@ def to_rgb(msg, warnings: list | None = None) -> np.ndarray:
     code = ENCODINGS[msg.encoding][1]
     if code is None:
         return view
-    return cv2.cvtColor(view, code)
+    cv2 = opencv()
+    return cv2.cvtColor(view, getattr(cv2, code))
 
 
 def labels_to_mask(labels: np.ndarray) -> np.ndarray:
@@ -165,13 +200,15 @@ def resize_labels(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of a label mask to (height, width); a no-op at that size."""
     if mask.shape[:2] == (height, width):
         return mask
-    return cv2.resize(mask, (width, height), interpolation=INTER_LABELS)
+    cv2 = opencv()
+    return cv2.resize(mask, (width, height), interpolation=_inter_labels(cv2))
 
 
 def resize_image(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize of an image (the network-input path); a no-op at that size."""
     if rgb.shape[:2] == (height, width):
         return rgb
+    cv2 = opencv()
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
@@ -190,7 +227,7 @@ def colorize(mask: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 def blend(rgb: np.ndarray, color: np.ndarray, alpha: float) -> np.ndarray:
     """(1 - alpha) * frame + alpha * colour mask, rounded, uint8."""
-    return cv2.addWeighted(np.ascontiguousarray(rgb), 1.0 - alpha, color, alpha, 0.0)
+    return opencv().addWeighted(np.ascontiguousarray(rgb), 1.0 - alpha, color, alpha, 0.0)
 
 
 def confidence_to_mono8(conf: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ from rclpy.node import Node
 
 from drn_perception.ros import params
 from drn_perception.ros.params import StartupError
-from drn_perception.ros.rclpy_compat import refuse_invalid_transitions, try_shutdown_keeping_signals
+from drn_perception.ros.distros import refuse_invalid_transitions, try_shutdown_keeping_signals
 from drn_perception.ros.seg_core import SegCore, startup_errors
 
 NODE_NAME = "seg_node"

@@ -103,11 +103,12 @@ def use_large_image_profile() -> None:
     A node started with the default best-effort input only gets frames over 512 KiB when the
     publishing process (this one) uses config/fastdds_large_images.xml. Replay.run calls it
     before rclpy.init; Fast DDS reads the file when the process creates its first participant,
-    so a caller that created one earlier must set FASTDDS_DEFAULT_PROFILES_FILE itself. A
-    profile the user set already is kept.
+    so a caller that created one earlier must set the profile variables itself. A profile the
+    user set already (under either of Fast DDS's two names, ros/distros.py) is kept.
     """
     from drn_perception.model_info import _config_path
+    from drn_perception.ros.distros import dds_profile_environment
 
     profile = _config_path("fastdds_large_images.xml")
     if profile.is_file():
-        os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+        os.environ.update(dds_profile_environment(os.environ, str(profile)))

@@ -105,6 +105,10 @@ class SegCore:
 
     def _load_model(self):
         """Open the model, check its classes against class_config, warm it up (StartupError on any problem)."""
+        try:  # frames are converted and resized with OpenCV: a broken one is named now, not per frame
+            conv.opencv()
+        except conv.OpenCVUnavailable as exc:
+            raise StartupError(str(exc)) from None
         if self.model_path:
             path = Path(self.model_path).expanduser()
         else:

@@ -1,8 +1,9 @@
-"""Where rclpy differs between the distros seg_node runs on, met in one place.
+"""Where the ROS 2 distros seg_node runs on differ, met in one place.
 
-Supported: Humble (rclpy 3.3), Jazzy (rclpy 7.1), Kilted (rclpy 9.x). Each difference below was
-read from rclpy's sources on its branch (the public API lists in shared/rclpy/ and the test that
-checks every rclpy/launch name this package uses against Humble's and Jazzy's):
+Supported: Humble (rclpy 3.3, Fast DDS 2.6), Jazzy (rclpy 7.1, Fast DDS 2.14), Kilted (rclpy 9.x,
+Fast DDS 3.x). Each difference below was read from the sources on each branch (rclpy's public
+API lists in shared/rclpy/ and test/test_ros_api.py, which checks every rclpy/launch name this
+package uses against Humble's and Jazzy's; Fast DDS's XMLParserCommon.cpp per release):
 
 - ``rclpy.try_shutdown``: Kilted's (rclpy >= 7.4) takes ``uninstall_handlers`` and, by default,
   puts Python's own SIGINT handler back when the default context goes down; Humble's and
@@ -12,6 +13,11 @@ checks every rclpy/launch name this package uses against Humble's and Jazzy's):
   unconfigured): Kilted's LifecycleNode logs it and answers ``success: false``; Humble's and
   Jazzy's raise RCLError out of the change_state service callback, out of spin, and the node
   dies. ``refuse_invalid_transitions`` gives every distro Kilted's behaviour.
+- The Fast DDS XML profile (config/fastdds_large_images.xml, large best-effort images): Fast DDS
+  2.x (Humble, Jazzy) reads it from FASTRTPS_DEFAULT_PROFILES_FILE, 3.x (Kilted) from
+  FASTDDS_DEFAULT_PROFILES_FILE, and neither reads the other's. Set only the 3.x name, Jazzy
+  kept its 512 KiB shared-memory segment and lost most 1024x512 best-effort frames (3-17 of 60
+  at 20 Hz; 41-60 of 60 with the profile read). seg.launch.py sets both names likewise.
 """
 from __future__ import annotations
 
@@ -24,6 +30,16 @@ _TRY_SHUTDOWN_TAKES_UNINSTALL = "uninstall_handlers" in inspect.signature(rclpy.
 # The names above that code branches on: test/test_ros_api.py checks what such a branch calls
 # against the development distro's API only, and everything else against Humble's and Jazzy's.
 VERSION_BRANCHES = ("_TRY_SHUTDOWN_TAKES_UNINSTALL",)
+
+
+FASTDDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
+def dds_profile_environment(environ, default: str) -> dict:
+    """Both Fast DDS profile variables set to one profile: the one the user set under either
+    name (the 3.x name first), else ``default``."""
+    chosen = next((environ[v] for v in FASTDDS_PROFILE_VARIABLES if environ.get(v)), default)
+    return {v: chosen for v in FASTDDS_PROFILE_VARIABLES}
 
 
 def try_shutdown_keeping_signals() -> None:
