@@ -31,7 +31,6 @@ least one mask; on any error nothing is left at OUT_BAG.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import signal
 import sys
@@ -40,84 +39,23 @@ from pathlib import Path
 from drn_perception.cli import fail
 from drn_perception.ros import bagio
 from drn_perception.ros.overlay import OverlayWriter
-from drn_perception.ros.replay_loop import OUTPUTS, WARMUP_FRAME_ID, Replay
+from drn_perception.ros.replay_loop import OUTPUTS, WARMUP_FRAME_ID, Replay, ReplayOptions
 from drn_perception.ros.replay_node import (NODE_MODULE, NodeProcess, default_model, started_node_params,
                                             use_large_image_profile)
 from drn_perception.ros.replay_plan import (DEFAULT_IMAGE_TOPIC, DEFAULT_LABELS_TOPIC, BagPlan, Frame, ReplayError,
                                             ReplayFailed, inspect_bag)
+from drn_perception.ros.replay_report import format_summary
 
-# The replay in parts: replay_plan (input checks), replay_node (the node process), overlay (the
-# overlay writer), replay_loop (connect, play, record, score); this module is the CLI and the
-# library entry point replay(), and names the parts' public objects as before the split.
+# The replay in parts, imported one way: this module (the CLI and the library entry point
+# replay()) -> replay_loop (the options; connect, play, record) -> replay_node (the node process),
+# replay_report (scores, notes, the summary), overlay (the overlay writer) -> replay_plan (input
+# checks, the errors). No part imports this module; it names the parts' public objects as before.
 __all__ = ["DEFAULT_IMAGE_TOPIC", "DEFAULT_LABELS_TOPIC", "NODE_MODULE", "OUTPUTS", "WARMUP_FRAME_ID", "BagPlan",
            "Frame", "NodeProcess", "OverlayWriter", "Replay", "ReplayError", "ReplayFailed", "ReplayOptions", "default_model",
            "format_summary", "inspect_bag", "main", "replay", "started_node_params", "use_large_image_profile"]
 
 
-@dataclasses.dataclass
-class ReplayOptions:
-    in_bag: Path
-    out_bag: Path
-    rate_factor: float = 1.0
-    as_fast_as_node: bool = False
-    in_flight: int = 1  # --as-fast-as-node: frames sent and not yet answered (1: wait for each mask)
-    start_node: bool = True
-    model: Path | None = None
-    backend: str = "auto"
-    class_config: Path | None = None
-    node_params: dict = dataclasses.field(default_factory=dict)
-    image_topic: str | None = None
-    labels_topic: str | None = None
-    publish_topic: str | None = None  # --no-start-node: where the node listens (default: the bag topic)
-    output_prefix: str = "/drn"  # --no-start-node: where the node publishes (<prefix>/mask, ...)
-    record: tuple = ("mask",)
-    overlays: Path | None = None
-    overlay_video: Path | None = None
-    overlay_alpha: float = 0.5
-    report: Path | None = None
-    storage: str | None = None  # default: the input bag's
-    timeout: float = 10.0
-    startup_timeout: float = 60.0
-    overwrite: bool = False
-    progress: bool = True
-    node_log: Path | None = None
-
-
 # --------------------------------------------------------------------------- CLI
-
-
-def format_summary(r: dict) -> str:
-    lat = r["latency_ms"]
-    lines = [
-        f"replayed {r['in_bag']} ({r['image_topic']}, {r['mode']}"
-        + (f" x{r['rate_factor']:g}" if r["rate_factor"] else "")
-        + (f", {r['in_flight']} in flight" if (r.get("in_flight") or 1) > 1 else "") + f") -> {r['out_bag']}",
-        f"frames published {r['frames_published']}, masks received {r['masks_received']}, dropped {r['dropped']}"
-        + (f" (late {r['late_masks']})" if r["late_masks"] else "")
-        + (f"; sent again after the node replaced them: {r['frames_resent']}" if r.get("frames_resent") else ""),
-    ]
-    if lat["p50"] is not None:
-        lines.append(f"latency publish->mask ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "
-                     f"max {lat['max']:.1f}")
-    if r["throughput_fps"]:
-        lines.append(f"throughput {r['throughput_fps']:.2f} masks/s")
-    diag = (r.get("node") or {}).get("diagnostics") or {}
-    if "inference_p50_ms" in diag:
-        lines.append(f"node ({diag.get('backend', '?')}): inference p50 {diag['inference_p50_ms']} ms, "
-                     f"its own work per frame (decode, resize, mask, publish) p50 {diag.get('overhead_p50_ms', '?')} "
-                     f"ms, p95 {diag.get('overhead_p95_ms', '?')} ms")
-    m = r.get("metrics")
-    if m and m["miou"] is not None:
-        per = ", ".join(f"{k} {v:.3f}" for k, v in m["per_class_iou"].items() if v is not None)
-        lines.append(f"mIoU {m['miou']:.4f} over {len(m['miou_classes'])} classes ({m['frames_evaluated']} frames); "
-                     f"pixel accuracy {m['pixel_accuracy']:.4f}")
-        lines.append(f"IoU: {per}")
-    if r.get("overlays_written"):
-        lines.append(f"overlays written: {r['overlays_written']}")
-    if r.get("frame_sizes") and len(r["frame_sizes"]) > 1:
-        lines.append("frame sizes: " + ", ".join(f"{k} ({n})" for k, n in r["frame_sizes"].items()))
-    lines += [f"note: {n}" for n in r.get("notes", [])]
-    return "\n".join(lines)
 
 
 def _param_arg(text: str) -> tuple[str, str]:

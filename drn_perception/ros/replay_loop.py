@@ -1,4 +1,7 @@
-"""drn-replay, steps 3-5: connect, warm up, play the frames over DDS, record and score the masks."""
+"""drn-replay, steps 3-4: connect, warm up, play the frames over DDS, record the masks (scored
+and summed up by replay_report). ``ReplayOptions`` is what a replay is asked to do; ``Replay``
+does it. The modules of the replay import one way: replay (the CLI) -> replay_loop ->
+replay_plan, replay_node, replay_report, overlay."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +12,6 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,51 +19,40 @@ from drn_perception.ros import bagio
 from drn_perception.ros.overlay import OverlayWriter
 from drn_perception.ros.replay_node import NodeProcess, default_model, started_node_params, use_large_image_profile
 from drn_perception.ros.replay_plan import ReplayError, ReplayFailed, inspect_bag
+from drn_perception.ros.replay_report import Scorer, add_notes, frame_sizes, is_demo_model, mask_array, percentiles
 
 OUTPUTS = ("mask", "color_mask", "overlay", "confidence")
 WARMUP_FRAME_ID = "drn_replay_warmup"
-
-if TYPE_CHECKING:
-    from drn_perception.ros.replay import ReplayOptions
-
-
-# Header stamps further than this from the wall clock at publish make the node's stamp latency meaningless.
-STALE_STAMP_S = 1.0
 RESEND_LIMIT = 3  # --in-flight 2: times a frame the node replaced in its slot is sent again
-DEMO_MODEL_NOTE = ("demo model trained on generated street scenes; not for a real camera — see docs/training.md "
-                   "(its mIoU here says how well it knows the generator's scenes, not real streets)")
 
 
-def is_demo_model(model) -> bool:
-    """Whether ``model`` is the package's shipped demo model (drn_perception/assets)."""
-    if model is None:
-        return False
-    from drn_perception.default_model import default_model_path
-
-    try:
-        return Path(model).resolve() == Path(default_model_path()).resolve()
-    except OSError:
-        return False
-
-
-def frame_sizes(plan, mask_sizes: dict) -> dict:
-    """The report's frame_size (the one size of every frame, else None) and frame_sizes
-    ({"HxW": frames}): from the bag for raw images, from the received masks (which are at input
-    size) for compressed ones, whose size only shows once decoded."""
-    sizes = plan.sizes or mask_sizes
-    out = {"frame_size": list(next(iter(sizes))) if len(sizes) == 1 else None,
-           "frame_sizes": {f"{h}x{w}": n for (h, w), n in sorted(sizes.items())}}
-    if not plan.sizes:
-        out["frame_sizes_from"] = "masks"
-    return out
-
-
-def _percentiles(values) -> dict:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
-    v = np.asarray(values, np.float64) * 1e3
-    return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
-            "p99": float(np.percentile(v, 99)), "mean": float(v.mean()), "max": float(v.max())}
+@dataclasses.dataclass
+class ReplayOptions:
+    in_bag: Path
+    out_bag: Path
+    rate_factor: float = 1.0
+    as_fast_as_node: bool = False
+    in_flight: int = 1  # --as-fast-as-node: frames sent and not yet answered (1: wait for each mask)
+    start_node: bool = True
+    model: Path | None = None
+    backend: str = "auto"
+    class_config: Path | None = None
+    node_params: dict = dataclasses.field(default_factory=dict)
+    image_topic: str | None = None
+    labels_topic: str | None = None
+    publish_topic: str | None = None  # --no-start-node: where the node listens (default: the bag topic)
+    output_prefix: str = "/drn"  # --no-start-node: where the node publishes (<prefix>/mask, ...)
+    record: tuple = ("mask",)
+    overlays: Path | None = None
+    overlay_video: Path | None = None
+    overlay_alpha: float = 0.5
+    report: Path | None = None
+    storage: str | None = None  # default: the input bag's
+    timeout: float = 10.0
+    startup_timeout: float = 60.0
+    overwrite: bool = False
+    progress: bool = True
+    node_log: Path | None = None
 
 
 def _ros_name(topic: str) -> str:
@@ -247,19 +238,7 @@ class Replay:
                      "input_topic": publish_topic, "output_prefix": output_prefix,
                      "diagnostics": dict(diagnostics)},
         })
-        notes = result.setdefault("notes", [])
-        age = result.pop("stamp_age_s")
-        if age is not None and abs(age) > STALE_STAMP_S:
-            # The node's latency_stamp_* is "mask published minus header stamp": with the bag's
-            # old stamps it measures the bag's age, not the node. latency_ms is the replay's own.
-            dropped = sorted(k for k in result["node"]["diagnostics"] if k.startswith("latency_stamp_"))
-            for k in dropped:
-                del result["node"]["diagnostics"][k]
-            notes.append(f"the bag's header stamps are {age:.0f} s {'old' if age > 0 else 'in the future'}, so the "
-                         "node's latency_stamp_* (mask published minus header stamp) would measure that, not the node: "
-                         "omitted; latency_ms is publish -> mask received")
-        if result["node"]["demo_model"]:
-            notes.append(DEMO_MODEL_NOTE)
+        add_notes(result)
         return result
 
     def _wait_connected(self, node, pub, subs, node_proc, publish_topic, output_prefix):
@@ -307,7 +286,6 @@ class Replay:
 
     def _loop(self, reader, writer, plan, pub, received, node_proc, classes, overlays) -> dict:
         o = self.o
-        num_classes = len(classes.classes)
         for kind in o.record:
             writer.add_topic(f"/drn/{kind}", bagio.IMAGE)
         warm = self._warmup(plan, pub, received, node_proc)
@@ -332,12 +310,7 @@ class Replay:
         rtt = [float("inf")]  # shortest publish -> mask so far (s)
         last_mask = [float("-inf")]  # when the latest mask arrived (s)
         last_activity = [time.perf_counter()]
-        # One extra class for the mask's 255 (unknown): such pixels count as misses of the true class.
-        conf = np.zeros((num_classes + 1, num_classes + 1), np.int64) if plan.labels_topic else None
-        gt_classes = np.zeros(num_classes, bool)
-        evaluated = 0
-        from drn_perception.training.metrics import confusion_matrix
-
+        scorer = Scorer(classes, plan.labels_topic) if plan.labels_topic else None
         bar = None
         if o.progress:
             from tqdm import tqdm
@@ -395,28 +368,14 @@ class Replay:
 
         def finish(frame, stamp, raw, msg):
             """Record a received mask, score it against the bag's labels, queue its overlay."""
-            nonlocal evaluated, conf
             writer.write("/drn/mask", frame.bag_time, raw)
             mask = None
-            if stamp in pending_labels:
-                lab = bagio.deserialize(pending_labels.pop(stamp), bagio.IMAGE)
-                gt = np.asarray(lab.data, np.uint8)[: lab.step * lab.height].reshape(lab.height, lab.step)[:, : lab.width]
-                mask = _mask_array(msg)
-                if mask.shape != gt.shape:
-                    raise ReplayFailed(f"mask for frame {frame.index} is {mask.shape[1]}x{mask.shape[0]} but its "
-                                      f"labels are {gt.shape[1]}x{gt.shape[0]}")
-                bad = gt[(gt >= num_classes) & (gt != 255)]
-                if bad.size:
-                    raise ReplayError(f"labels of frame {frame.index} on {plan.labels_topic} hold class "
-                                      f"{int(bad[0])}, but the class config has {num_classes} classes")
-                pred = np.where(mask >= num_classes, num_classes, mask)
-                conf += confusion_matrix(pred, gt, num_classes + 1)
-                present = np.unique(gt)
-                gt_classes[present[present < num_classes]] = True
-                evaluated += 1
+            if stamp in pending_labels and scorer is not None:
+                mask = mask_array(msg)
+                scorer.add(frame.index, mask, pending_labels.pop(stamp))
             if overlays is not None and stamp in pending_inputs:
                 overlays.put(frame.index, bagio.deserialize(pending_inputs.pop(stamp), plan.image_type),
-                             mask if mask is not None else _mask_array(msg).copy())
+                             mask if mask is not None else mask_array(msg).copy())
             if bar is not None:
                 bar.set_postfix_str(f"masks {len(got_mask)}", refresh=False)
 
@@ -560,31 +519,12 @@ class Replay:
             "duplicate_masks": duplicates,
             "unexpected_masks": unexpected,
             "outputs_recorded": {f"/drn/{k}": len(v) for k, v in outputs_seen.items()},
-            "latency_ms": _percentiles(latencies),
+            "latency_ms": percentiles(latencies),
             "throughput_fps": len(got_mask) / (t_end - t_start) if got_mask and t_end > t_start else None,
             "publish_rate_hz": (len(order) - 1) / (t_last_pub - t_start) if len(order) > 1 and t_last_pub > t_start else None,
             "duration_s": t_end - t_start,
-            "metrics": None,
+            "metrics": scorer.metrics() if scorer is not None else None,
             "mask_sizes": mask_sizes,
             "stamp_age_s": float(np.median(stamp_age)) if stamp_age else None,
         }
-        if conf is not None:
-            from drn_perception.training.metrics import mean_iou, per_class_iou, pixel_accuracy
-
-            ids = [int(c) for c in np.flatnonzero(gt_classes)]
-            iou = per_class_iou(conf)[:num_classes]
-            result["metrics"] = {
-                "frames_evaluated": evaluated,
-                "miou": mean_iou(conf, ids) if ids else None,
-                "miou_classes": [classes.classes[c] for c in ids],
-                "pixel_accuracy": pixel_accuracy(conf),
-                "per_class_iou": {classes.classes[c]: (None if np.isnan(iou[c]) else float(iou[c])) for c in ids},
-                "note": "mIoU over the classes present in the labels; unknown (255) mask pixels count as misses",
-            }
         return result
-
-
-def _mask_array(msg) -> np.ndarray:
-    if msg.encoding not in ("mono8", "8UC1"):
-        raise ReplayFailed(f"the node published a {msg.encoding} mask; expected mono8")
-    return np.asarray(msg.data, np.uint8)[: msg.step * msg.height].reshape(msg.height, msg.step)[:, : msg.width]
