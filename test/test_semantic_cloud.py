@@ -171,10 +171,21 @@ def test_selected_cloud_keeps_only_the_listed_classes_with_depth():
     picked = np.isin(labels, [1, 4]) & np.isfinite(z)
     assert n == picked.sum() > 0
     np.testing.assert_array_equal(np.frombuffer(data, np.uint8).reshape(n, 20), full[picked.reshape(-1)])
-    packed = full.view("<u4")[:, 4].reshape(H, W)  # rgb: 0x00RRGGBB
-    np.testing.assert_array_equal(packed >> 16, rgb[..., 0])
+    packed = full.view("<u4")[:, 4].reshape(H, W)  # rgb: PCL's 0xAARRGGBB, alpha 255
+    assert (packed >> 24 == 255).all()
+    np.testing.assert_array_equal((packed >> 16) & 255, rgb[..., 0])
     np.testing.assert_array_equal((packed >> 8) & 255, rgb[..., 1])
     np.testing.assert_array_equal(packed & 255, rgb[..., 2])
+
+
+def test_cloud_confidence_equals_the_confidence_topics_mono8():
+    from drn_perception.ros.conversions import confidence_to_mono8
+    from drn_perception.ros.pointcloud import mono8_confidence
+
+    halves = ((np.arange(256) + 0.5) / 255).astype(np.float32)  # x * 255 at or next to .5: the rounding
+    values = np.concatenate([np.linspace(0, 1, 1_000_003, dtype=np.float32), halves, np.nextafter(halves, 0),
+                             np.nextafter(halves, 1), [0.0, 1.0, 1.5, 1e-9]]).astype(np.float32)
+    np.testing.assert_array_equal(mono8_confidence(values.reshape(1, -1))[0], confidence_to_mono8(values))
 
 
 # ------------------------------------------------------------------ the node over DDS
@@ -231,6 +242,8 @@ def test_node_publishes_label_info_and_pixel_aligned_clouds(tiny_onnx_model, con
                 holes = [(slice(None), hole_cols), (slice(35 * scale, 36 * scale), slice(10 * scale, 12 * scale))]
                 depth.publish(depth_msg(z_img, encoding, st, holes))
                 probe.wait(lambda: cloud.depth_in > before and cloud.info is not None, what="depth received")
+                with_rgb = name == "metres_2x"
+                assert node.set_parameters([Parameter("points_rgb", value=with_rgb)])[0].successful
                 frame = image_msg(rgb, "rgb8", stamp=st, frame_id=name)
                 color.publish(frame)
                 pts = read_cloud(probe.wait_for_message("drn/points", lambda m: m.header.frame_id == name))
@@ -239,7 +252,11 @@ def test_node_publishes_label_info_and_pixel_aligned_clouds(tiny_onnx_model, con
                 cloud_msg = probe.wait_for_message("drn/points", lambda m: m.header.frame_id == name)
                 assert stamp(cloud_msg) == stamp(mask_msg) == stamp(frame)
                 assert (cloud_msg.height, cloud_msg.width) == (H, W) and not cloud_msg.is_dense
-                assert [f.name for f in cloud_msg.fields] == ["x", "y", "z", "label", "confidence"]
+                assert [f.name for f in cloud_msg.fields] == ["x", "y", "z", "label", "confidence"] + ["rgb"] * with_rgb
+                if with_rgb:  # PCL's packed colour: bytes b, g, r, 255
+                    packed = pts["rgb"].view("<u4")
+                    np.testing.assert_array_equal(np.dstack([(packed >> s) & 255 for s in (16, 8, 0, 24)]),
+                                                  np.dstack([rgb, np.full((H, W), 255)]))
                 np.testing.assert_array_equal(pts["label"], read_image(mask_msg))
                 np.testing.assert_array_equal(pts["label"], mask)
                 np.testing.assert_array_equal(pts["confidence"], read_image(conf_msg))
@@ -269,10 +286,20 @@ def test_node_publishes_label_info_and_pixel_aligned_clouds(tiny_onnx_model, con
             probe.wait_for_message("drn/mask", lambda m: m.header.frame_id == "stale")
             probe.wait(lambda: cloud.skipped["no_depth"] == skipped + 1, what="no_depth counted")
             assert not [m for m in probe.messages("drn/points") if m.header.frame_id == "stale"]
+            # a depth image the node cannot read (8-bit): no cloud, counted by its reason
+            bad = depth_msg(z_true, "16UC1", (54, 0))
+            bad.encoding = "mono8"
+            depth.publish(bad)
+            probe.wait(lambda: cloud.frames and cloud.frames[-1][0] == 54 * 10**9, what="bad depth kept")
+            color.publish(image_msg(rgb, "rgb8", stamp=(54, 0), frame_id="bad_depth"))
+            probe.wait_for_message("drn/mask", lambda m: m.header.frame_id == "bad_depth")
+            probe.wait(lambda: cloud.skipped["depth_encoding"] == 1, what="depth_encoding counted")
+            assert not [m for m in probe.messages("drn/points") if m.header.frame_id == "bad_depth"]
             # the depth topic stopped: /diagnostics names it again
             probe.clear()
             status = depth_warning(probe, "stopped")
             assert int(status["points_out"]) == 3 and int(status["points_skipped_no_depth"]) >= 1
+            assert int(status["points_skipped_depth_encoding"]) == 1
             assert status["_level"] == b"\x01"
     finally:
         node.destroy_node()
@@ -349,7 +376,8 @@ def test_bad_depth_parameters_are_one_line_start_up_errors(tiny_onnx_model):
     procs = {name: start_node(params={"model_path": tiny_onnx_model, **p}) for name, (p, _) in cases.items()}
     for name, (_, needles) in cases.items():
         out, _ = procs[name].communicate(timeout=60)
-        lines = [ln for ln in out.splitlines() if ln.strip()]
+        # the node's own lines (Fast DDS 3 warns about FASTRTPS_DEFAULT_PROFILES_FILE, set for Fast DDS 2)
+        lines = [ln for ln in out.splitlines() if ln.strip() and "[rmw_fastrtps" not in ln]
         assert procs[name].returncode == 1 and len(lines) == 1 and "Traceback" not in out, f"{name}:\n{out}"
         for needle in needles:
             assert needle in lines[0], f"{name}: {needle!r} not in {lines[0]!r}"

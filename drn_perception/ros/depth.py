@@ -13,9 +13,7 @@ import numpy as np
 from drn_perception.ros.conversions import INTER_LABELS, FrameError, _buffer
 
 ENCODINGS = {"16UC1": np.dtype(np.uint16), "mono16": np.dtype(np.uint16), "32FC1": np.dtype(np.float32)}
-# 16UC1 millimetres -> float32 metres, 0 (no measurement) -> NaN: one gather through 256 KiB
-_MM_TO_M = np.arange(65536, dtype=np.float32) * np.float32(0.001)
-_MM_TO_M[0] = np.nan
+_NAN_BITS = np.uint32(0x7FC00000)  # a float32's exponent all ones and a mantissa bit: NaN
 
 
 def depth_view(msg) -> np.ndarray:
@@ -34,12 +32,18 @@ def depth_view(msg) -> np.ndarray:
     return np.ndarray((h, w), dtype, buffer=buf, strides=(step, dtype.itemsize))
 
 
-def to_metres(depth: np.ndarray) -> np.ndarray:
-    """float32 metres, NaN where there is no measurement (0 mm; NaN, inf or <= 0 m)."""
+def to_metres(depth: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 metres (into ``out`` when given), NaN where there is no measurement (0 mm; NaN, inf
+    or <= 0 m)."""
+    z = np.empty(depth.shape, np.float32) if out is None else out
+    z[...] = depth  # native byte order, ours to write into
     if depth.dtype.kind == "u":
-        return np.take(_MM_TO_M, depth.astype(np.uint16, copy=False))
-    z = depth.astype(np.float32)  # a copy: native order, and ours to write into
-    z[~(z > 0) | ~np.isfinite(z)] = np.nan
+        np.multiply(z, np.float32(0.001), out=z)
+        bad = depth == 0
+    else:
+        bad = ~((z > 0) & (z < np.inf))  # NaN, inf, <= 0
+    # NaN by its bits (any float OR-ed with them is a NaN): 3 cheap passes instead of a masked write
+    np.bitwise_or(z.view(np.uint32), np.multiply(bad, _NAN_BITS, dtype=np.uint32), out=z.view(np.uint32))
     return z
 
 

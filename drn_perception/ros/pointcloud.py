@@ -9,7 +9,7 @@ only), for Nav2's obstacle and voxel layers.
 
 Point layout (little-endian, what rviz2 and PCL read):
   x float32 @0, y float32 @4, z float32 @8, label uint8 @12, confidence uint8 @13,
-  [rgb float32 @16, PCL's packed 0x00RRGGBB]; point_step 16, or 20 with rgb.
+  [rgb float32 @16, PCL's packed bytes b, g, r, 255]; point_step 16, or 20 with rgb.
 
 Speed: x, y, z and the packed label/confidence word are computed as planes into scratch arrays
 kept between frames, then interleaved by one cv2.merge straight into the message's array.array
@@ -30,6 +30,7 @@ FLOAT32, UINT8 = 7, 2  # sensor_msgs/PointField datatypes
 FIELDS = (("x", 0, FLOAT32), ("y", 4, FLOAT32), ("z", 8, FLOAT32), ("label", 12, UINT8), ("confidence", 13, UINT8))
 RGB_FIELD = ("rgb", 16, FLOAT32)
 _LITTLE = sys.byteorder == "little"
+_FIELD_MSGS: dict = {}  # (PointCloud2 class, rgb) -> its PointField list
 
 
 def point_step(rgb: bool) -> int:
@@ -48,9 +49,16 @@ def ray_factors(fx: float, fy: float, cx: float, cy: float, height: int, width: 
 
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
-    """(..., 3) uint8 RGB -> uint32 0x00RRGGBB (PCL's rgb field, read as float32 bits)."""
-    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
-    return (r << 16) | (g << 8) | b
+    """(H, W, 3) uint8 RGB -> (H, W) uint32 0xFFRRGGBB, PCL's packed rgb (bytes b, g, r, a=255, what
+    pcl::PointXYZRGB holds; rviz2 and PCL read the float32 field by its bits), in one pass."""
+    bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
+    return bgra.view(np.uint32 if _LITTLE else "<u4")[..., 0]
+
+
+def mono8_confidence(confidence: np.ndarray) -> np.ndarray:
+    """float confidence 0..1 -> uint8 0..255 in one pass: conversions.confidence_to_mono8's values (the
+    same float32 product, round half to even, saturation), 3-5x faster."""
+    return cv2.convertScaleAbs(confidence, alpha=255.0)
 
 
 class CloudBuilder:
@@ -63,6 +71,13 @@ class CloudBuilder:
         self._out = None
         self._factors_key = None
         self._factors = None
+        self._z = None
+
+    def z_buffer(self, height: int, width: int) -> np.ndarray:
+        """A float32 (height, width) scratch plane for the depth in metres, kept between frames."""
+        if self._z is None or self._z.shape != (height, width):
+            self._z = np.empty((height, width), np.float32)
+        return self._z
 
     def _factors_for(self, intrinsics, height, width):
         key = (tuple(float(v) for v in intrinsics), height, width)
@@ -88,8 +103,9 @@ class CloudBuilder:
         np.multiply(z, cols[None, :], out=x)
         np.multiply(z, rows[:, None], out=y)
         packed = words[0]
-        np.left_shift(confidence, 8, out=packed, dtype=np.uint32)
-        np.bitwise_or(packed, labels, out=packed)
+        # label | confidence << 8 as a uint16 (one interleave of two uint8 planes), widened to uint32
+        packed[...] = cv2.merge([labels, confidence]).view(np.uint16)[..., 0] if _LITTLE else (
+            (confidence.astype(np.uint32) << 8) | labels)
         planes = [x, y, z, packed]
         if rgb is not None:
             words[1][...] = pack_rgb(rgb)
@@ -113,7 +129,7 @@ class CloudBuilder:
         planes = [zs * cols[u], zs * rows[v], zs,
                   (confidence.reshape(-1)[idx].astype(np.uint32) << 8) | labels.reshape(-1)[idx]]
         if rgb is not None:
-            planes.append(pack_rgb(rgb.reshape(-1, 3)[idx]))
+            planes.append(pack_rgb(rgb.reshape(-1, 1, 3)[idx]).reshape(-1))
         out = array.array("B", b"\0") * (n * 4 * len(planes))
         if n:
             cv2.merge([np.ascontiguousarray(p).view(np.int32).reshape(n, 1) for p in planes],
@@ -127,11 +143,16 @@ def cloud_msg(header, height: int, width: int, data: array.array, rgb: bool, clo
         from sensor_msgs.msg import PointCloud2 as cloud_cls
         from sensor_msgs.msg import PointField as field_cls
     step = point_step(rgb)
-    msg = cloud_cls()
+    key = (cloud_cls, rgb)
+    if key not in _FIELD_MSGS:  # made once: building PointField messages costs more than the header
+        _FIELD_MSGS[key] = [field_cls(name=n, offset=o, datatype=t, count=1) for n, o, t in fields(rgb)]
+    # check_fields=True (rosidl_generator_py >= 0.22: Jazzy, Kilted) takes an array.array as it is; without
+    # it those versions copy it into a new array.array (0.13 ms at 640x480). Older ones always take it.
+    msg = cloud_cls(check_fields=True) if "_check_fields" in cloud_cls.__slots__ else cloud_cls()
     msg.header.stamp = header.stamp
     msg.header.frame_id = header.frame_id
     msg.height, msg.width = height, width
-    msg.fields = [field_cls(name=n, offset=o, datatype=t, count=1) for n, o, t in fields(rgb)]
+    msg.fields = _FIELD_MSGS[key]
     msg.is_bigendian = not _LITTLE
     msg.point_step, msg.row_step = step, step * width
     msg.is_dense = False

@@ -1,13 +1,14 @@
 """One camera's semantic cloud in seg_node: its registered depth input, the matching by stamp, the
 cloud outputs (drn[/<camera>]/points, drn[/<camera>]/obstacle_points) and their health.
 
-The depth subscription only keeps the last few depth frames (deserialised in place, no copy);
-nothing is computed unless someone subscribes to a cloud. A mask gets the depth frame whose stamp
+The depth subscription only keeps the last few depth frames as they came (serialised; only the one a
+mask uses is read); nothing is computed unless someone subscribes to a cloud. A mask gets the depth frame whose stamp
 is nearest its own within ``depth_stamp_tolerance``, else no cloud (counted): never a cloud from a
 stale depth frame. seg_core.py calls this; pointcloud.py and depth.py do the arithmetic.
 """
 from __future__ import annotations
 
+import struct
 import threading
 from collections import Counter, deque
 
@@ -19,9 +20,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from drn_perception.ros import bagio
 from drn_perception.ros import depth as dp
 from drn_perception.ros.cameras import camera_info_topic, stamp_ns
-from drn_perception.ros.conversions import FrameError, confidence_to_mono8
+from drn_perception.ros.conversions import FrameError
 from drn_perception.ros.params import StartupError
-from drn_perception.ros.pointcloud import CloudBuilder, cloud_msg
+from drn_perception.ros.pointcloud import CloudBuilder, cloud_msg, mono8_confidence
 
 DEPTH_KEPT = 8  # depth frames kept per camera to find the one stamped like the mask
 # Why a mask got no cloud: no depth frame within the tolerance, no depth camera_info yet, a depth
@@ -56,13 +57,22 @@ def read_parameters(values: dict, image_topics: list[str], class_names) -> list[
             for d, i in zip(depth_topics, info_topics)]
 
 
+def cdr_stamp(raw) -> int | None:
+    """header.stamp (ns) of a serialised message whose first field is a std_msgs/Header: after the 4-byte
+    CDR encapsulation header (its second byte 1: little-endian), int32 sec and uint32 nanosec."""
+    if len(raw) < 12 or raw[0] != 0 or raw[1] not in (0, 1):
+        return None
+    sec, nanosec = struct.unpack_from("<iI" if raw[1] else ">iI", raw, 4)
+    return sec * 10**9 + nanosec
+
+
 class SemanticCloud:
     def __init__(self, node, prefix: str, depth_topic: str, info_topic: str, keep, out_qos):
         self.depth_topic = node.resolve_topic_name(depth_topic)
         self.info_topic = node.resolve_topic_name(info_topic)
         self.keep = keep
         self.lock = threading.Lock()
-        self.frames: deque = deque(maxlen=DEPTH_KEPT)  # (stamp ns, rosbags Image)
+        self.frames: deque = deque(maxlen=DEPTH_KEPT)  # (stamp ns, serialised Image)
         self.info = None
         self.builder = CloudBuilder()
         self.subs = []
@@ -96,16 +106,14 @@ class SemanticCloud:
         self.pub_points = self.pub_obstacles = None
 
     def _on_depth(self, raw: bytes):
-        try:
-            msg = bagio.deserialize(raw, bagio.IMAGE)
-        except Exception:  # noqa: BLE001 - rosbags raises several kinds on bad CDR
-            with self.lock:
-                self.depth_in += 1
-                self.skipped["bad_message"] += 1
-            return
+        """Keep the serialised frame under its stamp; it is only deserialised if a mask uses it."""
         with self.lock:
             self.depth_in += 1
-            self.frames.append((stamp_ns(msg.header.stamp), msg))
+            stamp = cdr_stamp(raw)
+            if stamp is None:
+                self.skipped["bad_message"] += 1
+            else:
+                self.frames.append((stamp, raw))
 
     def _on_info(self, msg):
         with self.lock:
@@ -120,12 +128,12 @@ class SemanticCloud:
 
     def publish(self, header, mask: np.ndarray, confidence: np.ndarray, rgb: np.ndarray | None,
                 tolerance_ns: int) -> tuple[str, str] | None:
-        """Publish the cloud(s) of one mask (float confidence 0..1 at its size, published as mono8, the
-        values of drn/confidence); (skip reason, detail) when there is none."""
-        h, w = mask.shape
-        want = stamp_ns(header.stamp)
+        """Publish the cloud(s) of one mask to whoever subscribes (float confidence 0..1 at the mask's
+        size, published as mono8: the values of drn/confidence); (skip reason, detail) when there is none."""
+        organized = self.pub_points.get_subscription_count() > 0
+        selected = self.pub_obstacles is not None and self.pub_obstacles.get_subscription_count() > 0
         with self.lock:
-            found = dp.nearest(self.frames, want, tolerance_ns)
+            found = dp.nearest(self.frames, stamp_ns(header.stamp), tolerance_ns)
             info = self.info
         try:
             if found is None:
@@ -133,25 +141,40 @@ class SemanticCloud:
                                  f"{tolerance_ns / 1e9:g} s of the mask's stamp")
             if info is None:
                 raise FrameError("no_depth_info", f"no camera_info on {self.info_topic} yet")
-            view = dp.depth_view(found[1])
-            k = dp.intrinsics(info, h, w, view.shape)
-            z = dp.to_metres(dp.on_grid(view, h, w))
+            try:
+                depth_msg = bagio.deserialize(found[1], bagio.IMAGE)
+            except Exception as exc:  # noqa: BLE001 - rosbags raises several kinds on bad CDR
+                raise FrameError("bad_message", f"cannot read a depth frame from {self.depth_topic}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+            points, obstacles = self.make(header, depth_msg, info, mask, confidence, rgb, organized, selected)
         except FrameError as exc:
             with self.lock:
                 self.skipped[exc.reason] += 1
             return exc.reason, str(exc)
-        confidence = confidence_to_mono8(confidence)
-        if self.pub_points.get_subscription_count():
-            data = self.builder.organized(z, k, mask, confidence, rgb)
-            self.pub_points.publish(cloud_msg(header, h, w, data, rgb is not None))
-            with self.lock:
-                self.clouds_out += 1
-        if self.pub_obstacles is not None and self.pub_obstacles.get_subscription_count():
-            data, n = self.builder.selected(z, k, mask, confidence, self.keep, rgb)
-            self.pub_obstacles.publish(cloud_msg(header, 1, n, data, rgb is not None))
-            with self.lock:
-                self.obstacle_clouds_out += 1
+        if points is not None:
+            self.pub_points.publish(points)
+        if obstacles is not None:
+            self.pub_obstacles.publish(obstacles)
+        with self.lock:
+            self.clouds_out += points is not None
+            self.obstacle_clouds_out += obstacles is not None
         return None
+
+    def make(self, header, depth_msg, info, mask, confidence, rgb, organized=True, selected=False):
+        """(organized cloud or None, class-filtered cloud or None) of one mask and its depth frame;
+        FrameError for a depth image or camera_info the node cannot use."""
+        h, w = mask.shape
+        view = dp.depth_view(depth_msg)
+        k = dp.intrinsics(info, h, w, view.shape)
+        z = dp.to_metres(dp.on_grid(view, h, w), out=self.builder.z_buffer(h, w))
+        confidence = mono8_confidence(confidence)  # drn/confidence's values
+        points = obstacles = None
+        if organized:
+            points = cloud_msg(header, h, w, self.builder.organized(z, k, mask, confidence, rgb), rgb is not None)
+        if selected:
+            data, n = self.builder.selected(z, k, mask, confidence, self.keep, rgb)
+            obstacles = cloud_msg(header, 1, n, data, rgb is not None)
+        return points, obstacles
 
     # ---------------------------------------------------------------- health
     def add_to_status(self, status: DiagnosticStatus) -> None:
