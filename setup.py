@@ -28,6 +28,11 @@ setup(
         "openvino": ["openvino", "nncf"],  # OpenVINO backend (CPU, Intel GPU/NPU) and its int8 tool
         "torch": ["torch"],
         "train": ["torch", "tqdm", "tensorboard"],
+        # CUDA memory for the TensorRT backend and drn-build-engine: cuda-python pinned to the CUDA
+        # minor of each JetPack (TensorRT itself comes with JetPack; docs/tensorrt.md).
+        "tensorrt-jp60": ["cuda-python==12.2.*"],  # JetPack 6.0: CUDA 12.2, TensorRT 8.6
+        "tensorrt-jp6": ["cuda-python==12.6.*"],  # JetPack 6.1 / 6.2: CUDA 12.6, TensorRT 10.3
+        "tensorrt-jp7": ["cuda-python==13.0.*"],  # JetPack 7.x: CUDA 13.0, TensorRT 10.13-10.16 / 11
     },
     zip_safe=True,
     maintainer="drn_perception maintainers",

@@ -1,9 +1,8 @@
-"""The plain-Python half of the TensorRT support, on real files: engine metadata, default names,
-the rebuild policy, buffer bookkeeping, and INT8 calibration data (folders, dataset splits,
-synthetic scenes, rosbag2 bags), batching, feeding and the cache."""
+"""The plain-Python half of the TensorRT support, on real files: the supported versions and how each
+builds each precision, engine metadata, default names, the rebuild policy, the default profile and
+its activation memory, buffer bookkeeping. (Calibration frames: test_calibration.py.)"""
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 
@@ -11,9 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from drn_perception.deploy import calibration as cal
 from drn_perception.inference.engine_meta import (
-    DEFAULT_SHAPES,
+    EXAMPLE_SHAPES,
     BufferPool,
     EngineError,
     EngineMeta,
@@ -33,50 +31,103 @@ from drn_perception.inference.engine_meta import (
     parse_cuda_device,
     parse_engine_name,
     parse_trt_version,
-    precision_problem,
+    BuildRequest,
 )
 from drn_perception.deploy.tensorrt_build import make_meta
+from drn_perception.deploy.tensorrt_profile import activation_memory, default_profile, parse_sizes
+from drn_perception.inference.trt_versions import PRECISIONS, build_plan, graph_problem, matrix_line
 from drn_perception.inference.base import BackendUnavailable
 from drn_perception.model_info import ModelInfo, cityscapes, sha256_file, sidecar_path
 
-ORIN_JP5 = RuntimeEnv("8.5.2.2", "Orin", "8.7")
+ORIN_JP60 = RuntimeEnv("8.6.2.3", "Orin", "8.7")
 ORIN_JP6 = RuntimeEnv("10.3.0.30", "Orin", "8.7")
-XAVIER_JP5 = RuntimeEnv("8.5.2.2", "Xavier", "7.2")
+XAVIER_JP60 = RuntimeEnv("8.6.2.3", "Xavier", "7.2")
 
 
 # ---------------------------------------------------------------------------------------------
 # Versions, names, profile
 
 
-def test_tensorrt_versions():
+def test_supported_matrix_and_the_clear_message_outside_it():
     assert parse_trt_version("10.3.0.30") == (10, 3, 0, 30)
-    assert check_tensorrt_version("8.5.2.2") == (8, 5, 2, 2)
-    assert check_tensorrt_version("10.16.0") == (10, 16, 0)
-    for old in ("8.4.3.1", "8.2.1", "7.1.3.0"):
-        with pytest.raises(UnsupportedTensorRT, match="8.5 or newer") as err:
-            check_tensorrt_version(old)
-        assert old in str(err.value)
+    for text, line in (("8.6.2.3", "8.6"), ("10.3.0.30", "10.3"), ("10.13.3", "10.13-10.16"), ("10.16.0", "10.13-10.16"),
+                       ("11.1.0", "11.x"), ("11.4.1", "11.x")):
+        assert check_tensorrt_version(text) == parse_trt_version(text)
+        assert matrix_line(parse_trt_version(text)) == line
+    for outside in ("8.5.2.2", "8.4.3.1", "7.1.3.0", "10.0.1", "10.8.0", "9.2.0", "12.0.0"):
+        with pytest.raises(UnsupportedTensorRT, match="is not supported") as err:
+            check_tensorrt_version(outside)
+        assert outside in str(err.value) and "10.13-10.16 (JetPack 7.x)" in str(err.value)
         assert isinstance(err.value, BackendUnavailable)  # the node reports it like a missing backend
+    with pytest.raises(UnsupportedTensorRT, match="Python 3.8"):
+        check_tensorrt_version("8.5.2.2")  # JetPack 5
     for bad in ("", "ten", "10"):
         with pytest.raises(ValueError):
             parse_trt_version(bad)
 
 
-def test_precision_support_by_version():
-    for version in ((8, 5, 2), (8, 6, 1), (10, 3, 0), (10, 16, 0)):
-        for precision in ("fp32", "fp16", "int8"):
-            assert precision_problem(precision, version) is None
-    assert precision_problem("fp32", (11, 1, 0)) is None
-    assert "strongly typed" in precision_problem("fp16", (11, 1, 0))
-    assert "11.1.0" in precision_problem("int8", (11, 1, 0))
-    assert "IInt8EntropyCalibrator2" in precision_problem("int8", (10, 16, 0), has_calibrator=False)
-    assert "unknown precision" in precision_problem("bf16", (10, 3, 0))
+@pytest.mark.parametrize("version", [(10, 3, 0), (10, 16, 0), (11, 1, 0), (11, 4, 1)])
+def test_strongly_typed_versions_take_precision_from_the_graph(version):
+    for precision in PRECISIONS:
+        plan = build_plan(version, precision)
+        assert plan.strongly_typed and plan.builder_flags == () and plan.graph == precision
+    assert build_plan(version, "int8").float_precision == "fp16"
+    plan = build_plan(version, "fp16")
+    assert graph_problem(plan, "fp16", None, "10.3") is None and graph_problem(plan, "fp32", None, "10.3") is None
+    assert "pass --precision int8" in graph_problem(plan, "int8", "fp16", "10.3")
+
+
+def test_tensorrt_86_builds_fp16_from_fp32_with_the_flag_and_int8_from_fp32_qdq():
+    fp16, int8, fp32 = (build_plan((8, 6, 1), p) for p in ("fp16", "int8", "fp32"))
+    assert (fp16.strongly_typed, fp16.graph, fp16.builder_flags) == (False, "fp32", ("FP16",))
+    assert (int8.graph, int8.builder_flags, int8.float_precision) == ("int8", ("INT8", "FP16"), "fp32")
+    assert fp32.builder_flags == ()
+    assert graph_problem(int8, "int8", "fp32", "8.6.1") is None
+    assert "--float-precision fp32" in graph_problem(int8, "int8", "fp16", "8.6.1")
+    assert graph_problem(fp16, "fp16", None, "8.6.1") is None  # the AutoCast graph parses on 8.6 as well
+    with pytest.raises(ValueError, match="unknown precision"):
+        build_plan((10, 3), "bf16")
+    with pytest.raises(UnsupportedTensorRT):
+        build_plan((8, 5, 2), "fp16")
+
+
+def test_rebuild_request_carries_profile_and_calibration_source(model):
+    engine = build_like_the_builder(model, ORIN_JP6, "int8",
+                                    build={"tool": "t", "calibration": {"source": "/data/cam.bag", "frames": 32}})
+    request = BuildRequest.like(engine, EngineMeta.read(engine))
+    assert request.argv() == ["--precision", "int8", "--shapes", EXAMPLE_SHAPES, "--calibration", "/data/cam.bag"]
+    assert BuildRequest().argv() == ["--precision", "fp16"]  # no --shapes: the builder's default profile
+
+
+def test_default_profile_follows_model_size_and_cameras():
+    info = {"trained_synthetic_size": [256, 512]}
+    assert str(default_profile(info)) == "1x256x512x3/1x256x512x3/1x256x512x3"
+    assert str(default_profile({"input_size": [480, 640], **info}, cameras=3)) == "1x480x640x3/3x480x640x3/3x480x640x3"
+    two = default_profile(info, parse_sizes("720x1280,480x640"), cameras=2)
+    assert (two.min, two.opt, two.max) == ((1, 480, 640, 3), (2, 720, 1280, 3), (2, 720, 1280, 3))
+    assert default_profile({}).max == (1, 512, 1024, 3)
+    for bad in ("640", "4x640", "axb"):
+        with pytest.raises(ValueError, match="--sizes"):
+            parse_sizes(bad)
+    with pytest.raises(ValueError, match="--cameras"):
+        default_profile(info, cameras=0)
+
+
+def test_activation_memory_is_computed_from_the_graph(tiny_onnx_model):
+    small = activation_memory(tiny_onnx_model, (1, 64, 128, 3))
+    big = activation_memory(tiny_onnx_model, (2, 128, 256, 3))
+    # 19 float32 scores at input size are among the largest tensors: 19 * H * W * 4 bytes per image
+    assert small.largest_bytes >= 19 * 64 * 128 * 4
+    assert big.largest_bytes == 8 * small.largest_bytes
+    assert big.peak_bytes == pytest.approx(8 * small.peak_bytes, rel=1e-3)  # shape tensors do not scale
+    assert small.largest_bytes < small.peak_bytes < 50 * small.largest_bytes
+    assert "1x64x128x3" in small.describe() and "MiB" in small.describe()
 
 
 def test_default_engine_names_are_keyed_by_tensorrt_gpu_and_precision(tmp_path):
     onnx = tmp_path / "drn_c_26.onnx"
     names = {default_engine_path(onnx, env, p).name
-             for env in (ORIN_JP5, ORIN_JP6, XAVIER_JP5, RuntimeEnv("8.5.2.2", "Orin", "8.6"))
+             for env in (ORIN_JP60, ORIN_JP6, XAVIER_JP60, RuntimeEnv("8.5.2.2", "Orin", "8.6"))
              for p in ("fp32", "fp16", "int8")}
     assert len(names) == 12
     engine = default_engine_path(onnx, ORIN_JP6, "fp16")
@@ -92,9 +143,9 @@ def test_default_engine_names_are_keyed_by_tensorrt_gpu_and_precision(tmp_path):
 
 
 def test_profile_parsing_and_checks():
-    p = Profile.parse(DEFAULT_SHAPES)
-    assert (p.min, p.opt, p.max) == ((1, 256, 512, 3), (1, 512, 1024, 3), (4, 1024, 2048, 3))
-    assert str(p) == DEFAULT_SHAPES
+    p = Profile.parse(EXAMPLE_SHAPES)
+    assert (p.min, p.opt, p.max) == ((1, 256, 512, 3), (1, 512, 1024, 3), (2, 512, 1024, 3))
+    assert str(p) == EXAMPLE_SHAPES
     assert Profile.parse("1x256x512/2x512x1024/4x1024x2048").opt == (2, 512, 1024, 3)
     assert Profile.from_dict(p.to_dict()) == p
     for bad, words in [("1x256x512", "MIN/OPT/MAX"), ("1x7x512/1x512x1024/4x1024x2048", "at least 8"),
@@ -143,7 +194,7 @@ def model(tmp_path):
     return onnx
 
 
-def build_like_the_builder(onnx, env, precision="fp16", engine=None, shapes=DEFAULT_SHAPES, build=None):
+def build_like_the_builder(onnx, env, precision="fp16", engine=None, shapes=EXAMPLE_SHAPES, build=None):
     """What drn-build-engine leaves on disk for ``env``: the serialized engine (here bytes that only TensorRT
     could interpret, and nothing in these tests deserialises) and its metadata, written by the builder's own code."""
     engine = engine or default_engine_path(onnx, env, precision)
@@ -168,7 +219,7 @@ def test_metadata_round_trip(model):
     assert doc["onnx_path"] == "model.onnx"  # relative: the folder can move as a whole
     meta = EngineMeta.read(engine)
     assert meta.env == ORIN_JP6 and meta.precision == "int8" and meta.output_names == ["labels", "confidence"]
-    assert meta.profile == Profile.parse(DEFAULT_SHAPES)
+    assert meta.profile == Profile.parse(EXAMPLE_SHAPES)
     assert meta.model == ModelInfo.read_json(sidecar_path(model))
     assert ModelInfo.read_json(meta_path(engine)).classes == cityscapes().classes  # readable as a sidecar too
     assert EngineMeta.from_dict(meta.to_dict()) == meta
@@ -226,25 +277,25 @@ def test_missing_engine(model, tmp_path):
 
 
 def test_engine_from_another_jetpack_is_refused_with_the_fix(model):
-    old = build_like_the_builder(model, ORIN_JP5, shapes="1x256x512/1x512x1024/2x512x1024",
+    old = build_like_the_builder(model, ORIN_JP60, shapes="1x256x512/1x512x1024/2x512x1024",
                                  build={"workspace_mb": 512, "dla_core": 0})
     for policy in ("never", "if_missing"):
         with pytest.raises(EngineMismatch) as err:
             decide(old, policy, ORIN_JP6)
         msg = str(err.value)
-        assert "TensorRT 8.5.2.2" in msg and "TensorRT 10.3.0.30" in msg
+        assert "TensorRT 8.6.2.3" in msg and "TensorRT 10.3.0.30" in msg
         assert "drn-build-engine" in msg and "if_stale" in msg
     d = decide(old, "if_stale", ORIN_JP6)
     assert d.action == "build" and d.engine == default_engine_path(model, ORIN_JP6, "fp16") != old
     assert (d.request.shapes, d.request.workspace_mb, d.request.dla_core) == ("1x256x512x3/1x512x1024x3/2x512x1024x3", 512, 0)
-    assert "8.5.2.2" in d.reason
+    assert "8.6.2.3" in d.reason
 
 
 def test_engine_for_another_gpu_is_stale(model):
-    engine = build_like_the_builder(model, XAVIER_JP5)
+    engine = build_like_the_builder(model, XAVIER_JP60)
     with pytest.raises(EngineMismatch, match=r"Xavier \(sm 7.2\).*Orin \(sm 8.7\)"):
-        decide(engine, "never", ORIN_JP5)
-    assert decide(engine, "if_stale", ORIN_JP5).engine == default_engine_path(model, ORIN_JP5, "fp16")
+        decide(engine, "never", ORIN_JP60)
+    assert decide(engine, "if_stale", ORIN_JP60).engine == default_engine_path(model, ORIN_JP60, "fp16")
     other_cc = RuntimeEnv("8.5.2.2", "Xavier", "8.7")
     with pytest.raises(EngineMismatch, match="sm 8.7"):
         decide(engine, "never", other_cc)
@@ -277,7 +328,7 @@ def test_replaced_engine_file_or_lost_metadata_is_stale(model):
 def test_stale_engine_is_rebuilt_once_not_on_every_start(model):
     """After a JetPack upgrade the configured (old) engine stays stale; the engine built for the new
     version beside it is found and loaded on later starts instead of being rebuilt."""
-    configured = build_like_the_builder(model, ORIN_JP5)
+    configured = build_like_the_builder(model, ORIN_JP60)
     first = decide(configured, "if_stale", ORIN_JP6)
     assert first.action == "build"
     built = build_like_the_builder(model, ORIN_JP6, engine=first.engine)  # what the build leaves behind
@@ -286,7 +337,7 @@ def test_stale_engine_is_rebuilt_once_not_on_every_start(model):
         assert (later.action, later.engine) == ("load", built)
         assert configured.name in later.reason and built.name in later.reason
     # And back on the old JetPack the old engine is still there and still fresh.
-    assert decide(configured, "never", ORIN_JP5).action == "load"
+    assert decide(configured, "never", ORIN_JP60).action == "load"
 
 
 def test_find_onnx_uses_the_recorded_path(model, tmp_path):
@@ -331,227 +382,3 @@ def test_buffer_pool_grows_only_when_needed():
     assert set(map(id, freed)) == {id(a), id(b), id(c)} and len(pool) == 0 and pool.capacity("images") == 0
     with pytest.raises(ValueError):
         pool.get("x", -1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Calibration frames
-
-
-def scene(seed, h=48, w=64):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def test_sample_evenly_and_fit_frame():
-    assert cal.sample_evenly(10, 4) == [0, 2, 5, 7]
-    assert cal.sample_evenly(3, 8) == [0, 1, 2]
-    assert cal.sample_evenly(0, 8) == [] and cal.sample_evenly(5, 0) == []
-    stripes = np.zeros((100, 300, 3), np.uint8)
-    stripes[:, :100] = (255, 0, 0)
-    stripes[:, 100:200] = (0, 255, 0)
-    stripes[:, 200:] = (0, 0, 255)
-    square = cal.fit_frame(stripes, 100, 100)  # the centre third, untouched
-    assert square.shape == (100, 100, 3) and (square == (0, 255, 0)).all()
-    wide = cal.fit_frame(stripes, 64, 256)  # scaled down to 64 x 192... then up to cover 256 wide
-    assert wide.shape == (64, 256, 3) and wide.flags.c_contiguous
-    small = cal.fit_frame(scene(1, 30, 40), 64, 128)
-    assert small.shape == (64, 128, 3)
-
-
-def write_png(path, rgb):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-
-def test_image_folder_list_and_dataset_splits(tmp_path):
-    frames = [scene(i) for i in range(6)]
-    for i, f in enumerate(frames):
-        write_png(tmp_path / "imgs" / f"sub{i % 2}" / f"{i}.png", f)
-    got = list(cal.open_frames(str(tmp_path / "imgs"), height=48, width=64))
-    order = sorted(range(6), key=lambda i: (f"sub{i % 2}", f"{i}.png"))
-    assert len(got) == 6 and all((g == frames[i]).all() for g, i in zip(got, order))  # RGB kept, not BGR
-    src = cal.open_frames(str(tmp_path / "imgs"), height=48, width=64, max_frames=3)
-    assert len(list(src)) == 3 and "3 of 6 images" in src.description
-    # The authors' list layout, as a split and as a bare list file.
-    (tmp_path / "ds").mkdir()
-    (tmp_path / "ds" / "val_images.txt").write_text("../imgs/sub0/0.png\n../imgs/sub1/3.png\n\n")
-    got = list(cal.open_frames(f"{tmp_path / 'ds'}:val", height=48, width=64))
-    assert len(got) == 2 and (got[1] == frames[3]).all()
-    assert len(list(cal.open_frames(str(tmp_path / "ds" / "val_images.txt"), height=48, width=64))) == 2
-    # The Cityscapes layout.
-    for city, i in (("aachen", 0), ("bremen", 1)):
-        write_png(tmp_path / "cs" / "leftImg8bit" / "train" / city / f"{city}_000000_000019_leftImg8bit.png", frames[i])
-    got = list(cal.open_frames(f"{tmp_path / 'cs'}:train", height=48, width=64))
-    assert len(got) == 2 and (got[0] == frames[0]).all()
-
-
-def test_bad_calibration_sources_are_named(tmp_path):
-    with pytest.raises(cal.CalibrationError, match="not found"):
-        cal.open_frames(str(tmp_path / "nope"), height=48, width=64)
-    (tmp_path / "ds").mkdir()
-    with pytest.raises(cal.CalibrationError, match="val_images.txt"):
-        cal.open_frames(f"{tmp_path / 'ds'}:val", height=48, width=64)
-    (tmp_path / "ds" / "val_images.txt").write_text("missing.png\n")
-    with pytest.raises(cal.CalibrationError, match=r"val_images.txt:1: .*missing.png"):
-        cal.open_frames(f"{tmp_path / 'ds'}:val", height=48, width=64)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(cal.CalibrationError, match="no images"):
-        cal.open_frames(str(tmp_path / "empty"), height=48, width=64)
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "a.png").write_bytes(b"not a png")
-    with pytest.raises(cal.CalibrationError, match="a.png"):
-        list(cal.open_frames(str(broken), height=48, width=64))
-    for spec in ("synthetic:x", "synthetic:0"):
-        with pytest.raises(cal.CalibrationError, match="synthetic"):
-            cal.open_frames(spec, height=48, width=64)
-
-
-def test_synthetic_scenes():
-    from drn_perception.data.synthetic import generate_scene
-
-    src = cal.open_frames("synthetic:3", height=64, width=128)
-    frames = list(src)
-    assert len(frames) == 3 and all(f.shape == (64, 128, 3) and f.dtype == np.uint8 for f in frames)
-    assert (frames[2] == generate_scene(2, 64, 128)[0]).all()
-    assert len(list(cal.open_frames("synthetic", height=32, width=64, max_frames=2))) == 2
-
-
-# ---------------------------------------------------------------------------------------------
-# Calibration frames from a rosbag2
-
-
-def write_bag(path, topics):
-    """topics: {topic: [message kwargs]}; each message is an Image (rgb8/bgr8/...) or CompressedImage."""
-    from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    ts = get_typestore(Stores.ROS2_KILTED)
-    Image = ts.types["sensor_msgs/msg/Image"]
-    Compressed = ts.types["sensor_msgs/msg/CompressedImage"]
-    Header = ts.types["std_msgs/msg/Header"]
-    Time = ts.types["builtin_interfaces/msg/Time"]
-    with Writer(path, version=9) as writer:
-        for topic, msgs in topics.items():
-            kind = Compressed if "format" in msgs[0] else Image
-            conn = writer.add_connection(topic, kind.__msgtype__, typestore=ts)
-            for i, fields in enumerate(msgs):
-                header = Header(stamp=Time(sec=i, nanosec=0), frame_id="cam")
-                msg = kind(header=header, **fields)
-                writer.write(conn, (i + 1) * 10**9, ts.serialize_cdr(msg, kind.__msgtype__))
-
-
-def image_fields(rgb, encoding="rgb8", pad=0):
-    h, w, _ = rgb.shape
-    pixels = rgb[..., ::-1] if encoding == "bgr8" else rgb
-    rows = np.zeros((h, w * 3 + pad), np.uint8)
-    rows[:, : w * 3] = pixels.reshape(h, w * 3)
-    return dict(height=h, width=w, encoding=encoding, is_bigendian=0, step=w * 3 + pad, data=rows.reshape(-1))
-
-
-def test_bag_frames_of_every_kind(tmp_path):
-    frames = [scene(i, 24, 40) for i in range(10)]
-    png = [np.frombuffer(cv2.imencode(".png", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1], np.uint8) for f in frames[:3]]
-    bag = tmp_path / "cal_bag"
-    write_bag(bag, {
-        "/cam/rgb": [image_fields(f, "rgb8", pad=8) for f in frames],
-        "/cam/bgr": [image_fields(f, "bgr8") for f in frames[:4]],
-        "/cam/compressed": [dict(format="png", data=d) for d in png]
-        + [dict(format="png", data=np.frombuffer(b"garbage", np.uint8))],
-        "/cam/mono": [dict(height=24, width=40, encoding="mono8", is_bigendian=0, step=40,
-                           data=np.zeros(960, np.uint8))],
-    })
-    rgb = cal.open_frames(str(bag), height=24, width=40, topic="/cam/rgb", max_frames=4)
-    got = list(rgb)
-    assert [i for i in cal.sample_evenly(10, 4)] == [0, 2, 5, 7]
-    assert len(got) == 4 and all((g == frames[i]).all() for g, i in zip(got, [0, 2, 5, 7]))
-    assert "4 of 10 frames of /cam/rgb" in rgb.description
-    got = list(cal.open_frames(str(bag), height=24, width=40, topic="/cam/bgr"))
-    assert len(got) == 4 and all((g == f).all() for g, f in zip(got, frames))
-    src = cal.open_frames(str(bag), height=24, width=40, topic="/cam/compressed")
-    got = list(src)
-    assert len(got) == 3 and src.dropped == 1 and all((g == f).all() for g, f in zip(got, frames))
-    # The .db3/.mcap file itself also names the bag.
-    storage = next(p for p in bag.iterdir() if p.suffix in (".db3", ".mcap"))
-    assert len(list(cal.open_frames(str(storage), height=24, width=40, topic="/cam/bgr"))) == 4
-    with pytest.raises(cal.CalibrationError, match="mono8"):
-        list(cal.open_frames(str(bag), height=24, width=40, topic="/cam/mono"))
-    with pytest.raises(cal.CalibrationError, match="several image topics .*--calibration-topic"):
-        list(cal.open_frames(str(bag), height=24, width=40))
-    with pytest.raises(cal.CalibrationError, match="no Image/CompressedImage topic /other"):
-        list(cal.open_frames(str(bag), height=24, width=40, topic="/other"))
-
-
-def test_bag_with_one_topic_and_bad_fields(tmp_path):
-    frame = scene(3, 24, 40)
-    bag = tmp_path / "one"
-    write_bag(bag, {"/front/image": [image_fields(frame)]})
-    got = list(cal.open_frames(str(bag), height=24, width=40))
-    assert len(got) == 1 and (got[0] == frame).all()
-    short = image_fields(frame)
-    short["data"] = short["data"][:-1]
-    bad = tmp_path / "bad"
-    write_bag(bad, {"/front/image": [short]})
-    with pytest.raises(cal.CalibrationError, match="/front/image: Image fields do not fit"):
-        list(cal.open_frames(str(bad), height=24, width=40))
-
-
-# ---------------------------------------------------------------------------------------------
-# Batches, feeding TensorRT, the cache
-
-
-def test_batches_are_full_fitted_and_fixed_shape():
-    frames = [scene(i, 40, 80) for i in range(10)]
-    batches = cal.CalibrationBatches(frames, batch_size=4, height=32, width=64)
-    got = [b.copy() for b in batches]
-    assert len(got) == 2 and batches.frames_used == 8 and batches.batches == 2
-    assert all(b.shape == (4, 32, 64, 3) and b.dtype == np.uint8 and b.flags.c_contiguous for b in got)
-    assert (got[1][3] == cal.fit_frame(frames[7], 32, 64)).all()
-    assert batches.batch_nbytes == got[0].nbytes
-    with pytest.raises(cal.CalibrationError, match="not RGB uint8"):
-        list(cal.CalibrationBatches([np.zeros((8, 8), np.uint8)], 1, 8, 8))
-    with pytest.raises(cal.CalibrationError):
-        cal.CalibrationBatches(frames, 0, 8, 8)
-
-
-def test_feed_hands_out_pointers_to_each_batch_then_none():
-    frames = [scene(i, 16, 24) for i in range(6)]
-    batches = cal.CalibrationBatches(frames, batch_size=2, height=16, width=24)
-    allocated = []
-    feed = cal.CalibrationFeed(batches, lambda n: allocated.append(HostMemory(n)) or allocated[-1])
-    for k in range(3):
-        ptrs = feed.next_pointers(["images"])
-        assert len(allocated) == 1 and ptrs == [allocated[0].ptr]
-        seen = np.ctypeslib.as_array((ctypes.c_uint8 * batches.batch_nbytes).from_address(ptrs[0]))
-        expected = np.stack([cal.fit_frame(f, 16, 24) for f in frames[2 * k: 2 * k + 2]])
-        assert (seen == expected.reshape(-1)).all()
-    assert feed.next_pointers(["images"]) is None and feed.fed == 3 and feed.error is None
-    feed.close()
-    assert allocated[0].freed
-
-
-def test_feed_keeps_errors_instead_of_raising():
-    feed = cal.CalibrationFeed(iter([np.zeros((1, 8, 8, 3), np.uint8)]), HostMemory)
-    assert feed.next_pointers(["images", "extra"]) is None
-    assert isinstance(feed.error, cal.CalibrationError) and "extra" in str(feed.error)
-
-    def failing():
-        yield np.zeros((1, 8, 8, 3), np.uint8)
-        raise OSError("disk gone")
-
-    feed = cal.CalibrationFeed(failing(), HostMemory)
-    assert feed.next_pointers(["images"]) is not None
-    assert feed.next_pointers(["images"]) is None and "disk gone" in str(feed.error)
-    assert feed.next_pointers(["images"]) is None  # stays stopped
-    assert cal.CalibrationFeed(None, HostMemory).next_pointers(["images"]) is None  # cache-only builds
-
-
-def test_calibration_cache_file(model, tmp_path):
-    path = cal.default_cache_path(model, sha256_file(model))
-    assert path.parent == model.parent and path.name == f"model.{sha256_file(model)[:12]}.calib"
-    cache = cal.CalibrationCache(path)
-    assert cache.read() is None and not cache.exists()
-    cache.write(b"TRT-8502-EntropyCalibration2\nimages: 3c010a14\n")
-    assert cache.read().startswith(b"TRT-8502") and cache.exists()
-    path.write_bytes(b"")
-    assert cache.read() is None  # an empty file is no cache

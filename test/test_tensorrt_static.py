@@ -1,9 +1,12 @@
 """The TensorRT code, checked without TensorRT (no machine of this project has it).
 
-* Every TensorRT name the code uses exists in every TensorRT version it can run on: names outside
-  a version check must be in the common 8.5..10.16 list (and in 11.1, where the code must still
-  import and build fp32); names inside ``if TRT_VERSION <op> (major, minor)`` must be in the
-  per-version lists of the versions where that branch runs. The names are found by reading the
+* Every TensorRT name the code uses exists in every supported TensorRT version it can run on
+  (8.6, 10.3, 10.16 for 10.13-10.16, 11.1 for 11.x): names outside a version check must be in all
+  four lists; names inside ``if TRT_VERSION <op> (major, minor)`` must be in the per-version lists
+  of the versions where that branch runs.
+* Per-version rules beyond the names (QUALIFIED_RULES): BuilderFlag.FP16/INT8 and EXPLICIT_BATCH
+  only where the network is weakly typed (8.6), STRONGLY_TYPED only from 10, BF16 and the
+  implicit-calibration API (calibrators, int8_calibrator, set_calibration_profile) nowhere. The names are found by reading the
   code with ``ast``: attributes of the ``tensorrt`` module alias, and attributes/methods of values
   that come from it (assignments, call results, parameters annotated with ``trt.`` types, ``self``
   attributes). The lists (test/data/tensorrt_api, a copy of shared/tensorrt) hold member names
@@ -31,15 +34,18 @@ from drn_perception.model_info import ModelInfo, cityscapes, sha256_file, sideca
 
 REPO = Path(__file__).resolve().parent.parent
 API_DIR = Path(__file__).resolve().parent / "data" / "tensorrt_api"
-VERSIONS = {"8.5": (8, 5), "8.6": (8, 6), "10.3": (10, 3), "10.16": (10, 16), "11.1": (11, 1)}
+# The supported matrix (inference/trt_versions.py); 10.16 stands for 10.13-10.16, 11.1 for 11.x.
+VERSIONS = {"8.6": (8, 6), "10.3": (10, 3), "10.16": (10, 16), "11.1": (11, 1)}
 ALL = frozenset(VERSIONS)
-BEFORE_11 = frozenset(v for v, t in VERSIONS.items() if t < (11, 0))
+WEAKLY_TYPED = frozenset({"8.6"})
+STRONGLY_TYPED = ALL - WEAKLY_TYPED
 TRT_FILES = {
     "backend": REPO / "drn_perception/inference/tensorrt_backend.py",
     "build": REPO / "drn_perception/deploy/tensorrt_build.py",
-    "calibration": REPO / "drn_perception/deploy/calibration.py",
 }
-PURE_FILES = [REPO / "drn_perception/inference/engine_meta.py"]
+PURE_FILES = [REPO / f"drn_perception/{f}.py" for f in (
+    "inference/engine_meta", "inference/trt_versions", "inference/trt_profile", "deploy/calibration",
+    "deploy/tensorrt_graphs", "deploy/tensorrt_profile", "deploy/trtexec")]
 
 # Names on the tensorrt module itself (classes, enums, functions), which the member lists do not
 # hold, with the versions that have them (TensorRT's Python API documentation of each release).
@@ -49,8 +55,16 @@ MODULE_NAMES = {
     "BuilderFlag": ALL, "MemoryPoolType": ALL, "NetworkDefinitionCreationFlag": ALL, "DeviceType": ALL,
     "DataType": ALL, "TensorIOMode": ALL,
     "IBuilderConfig": ALL, "INetworkDefinition": ALL, "ICudaEngine": ALL, "IExecutionContext": ALL, "ITensor": ALL,
-    # Implicit INT8 calibration: removed in TensorRT 11.
-    "IInt8Calibrator": BEFORE_11, "IInt8EntropyCalibrator2": BEFORE_11,
+    # Implicit INT8 calibration (deprecated in 10.1, removed in 11): int8 is explicit Q/DQ everywhere.
+    "IInt8Calibrator": frozenset(), "IInt8EntropyCalibrator2": frozenset(),
+}
+# Per-version rules for enum members (trt.Enum.MEMBER) and members the flat lists cannot tell apart
+# (DataType.INT8 exists on 11, BuilderFlag.INT8 does not: the member lists hold only "INT8").
+QUALIFIED_RULES = {
+    "BuilderFlag.FP16": WEAKLY_TYPED, "BuilderFlag.INT8": WEAKLY_TYPED, "BuilderFlag.BF16": frozenset(),
+    "NetworkDefinitionCreationFlag.EXPLICIT_BATCH": WEAKLY_TYPED,
+    "NetworkDefinitionCreationFlag.STRONGLY_TYPED": STRONGLY_TYPED,
+    ".int8_calibrator": frozenset(), ".set_calibration_profile": frozenset(),
 }
 # OnnxParser.parse / get_error and ParserError.desc / node come from the ONNX parser's bindings,
 # which the lists do not cover; all exist since TensorRT 7.
@@ -62,7 +76,7 @@ def api_names(version: str) -> set[str]:
 
 
 API = {v: api_names(v) for v in VERSIONS}
-COMMON = api_names("common-8.5-to-10.16")
+COMMON = set.intersection(*API.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +86,7 @@ COMMON = api_names("common-8.5-to-10.16")
 @dataclass
 class Use:
     name: str
-    kind: str  # "module" (trt.X) or "member" (x.X on a TensorRT value)
+    kind: str  # "module" (trt.X), "member" (x.X on a TensorRT value) or "qualified" (trt.Enum.MEMBER)
     versions: frozenset
     line: int
 
@@ -87,7 +101,13 @@ class Scan:
     def problems(self, path: str) -> list[str]:
         out = []
         for u in self.uses:
-            where = f"{path}:{u.line}: {'trt.' if u.kind == 'module' else '.'}{u.name}"
+            where = f"{path}:{u.line}: {'trt.' if u.kind in ('module', 'qualified') else '.'}{u.name}"
+            rule = QUALIFIED_RULES.get(u.name if u.kind == "qualified" else f".{u.name}")
+            if rule is not None and not u.versions <= rule:
+                out.append(f"{where} breaks a per-version rule on TensorRT {sorted(u.versions - rule)} "
+                           f"(allowed on {sorted(rule) or 'none'})")
+            if u.kind == "qualified":
+                continue
             if u.kind == "module":
                 have = MODULE_NAMES.get(u.name)
                 if have is None:
@@ -101,7 +121,7 @@ class Scan:
             if missing:
                 out.append(f"{where} is missing in TensorRT {missing}: guard it with a version check")
             elif u.versions == ALL and u.name not in COMMON:
-                out.append(f"{where} is used without a version check but is not in the common 8.5..10.16 list")
+                out.append(f"{where} is used without a version check but is not in every supported version")
         return out
 
 
@@ -259,6 +279,10 @@ class Checker:
                 continue
             if isinstance(n.value, ast.Name) and n.value.id in self.aliases:
                 self._record(n.attr, "module", versions, n)
+            elif (isinstance(n.value, ast.Attribute) and isinstance(n.value.value, ast.Name)
+                  and n.value.value.id in self.aliases):
+                self._record(f"{n.value.attr}.{n.attr}", "qualified", versions, n)
+                self._record(n.attr, "member", versions, n)
             elif self.is_trt(n.value, env) and not (
                 isinstance(n.value, ast.Name) and n.value.id == "self"
             ):
@@ -282,7 +306,7 @@ def scan_file(path: Path) -> Scan:
 
 def test_vendored_lists_match_their_definition():
     # The common list is the intersection of 8.5..10.16, as its name says.
-    assert COMMON == API["8.5"] & API["8.6"] & API["10.3"] & API["10.16"]
+    assert api_names("common-8.5-to-10.16") == api_names("8.5") & API["8.6"] & API["10.3"] & API["10.16"]
     shared = REPO.parent / "shared" / "tensorrt"
     if shared.is_dir():  # the copy in test/data must be the project's current lists
         for f in API_DIR.glob("*.txt"):
@@ -305,16 +329,18 @@ def test_the_checker_sees_the_calls_that_matter():
     build = scan_file(TRT_FILES["build"])
     assert {"Builder", "OnnxParser", "create_network", "create_builder_config", "create_optimization_profile",
             "set_shape", "add_optimization_profile", "set_memory_pool_limit", "WORKSPACE", "build_serialized_network",
-            "parse", "num_errors", "get_error", "set_flag", "FP16", "INT8", "int8_calibrator",
-            "set_calibration_profile", "EXPLICIT_BATCH", "set_timing_cache", "DLA_core", "set_device_type"} <= build.names()
-    # The names TensorRT 11 removed are used only on the versions before it.
+            "parse", "num_errors", "get_error", "set_flag", "set_timing_cache", "DLA_core", "set_device_type",
+            "BuilderFlag.FP16", "BuilderFlag.INT8", "NetworkDefinitionCreationFlag.EXPLICIT_BATCH",
+            "NetworkDefinitionCreationFlag.STRONGLY_TYPED"} <= build.names()
+    # One version branch: weakly typed with builder flags on 8.6, strongly typed from 10.
     for use in build.uses:
-        if use.name in {"EXPLICIT_BATCH", "FP16", "int8_calibrator", "set_calibration_profile", "platform_has_fast_fp16"}:
-            assert "11.1" not in use.versions, use
-        if use.name == "EXPLICIT_BATCH":
-            assert use.versions == {"8.5", "8.6"}, use
-    calibration = scan_file(TRT_FILES["calibration"])
-    assert "IInt8EntropyCalibrator2" in calibration.names()
+        if use.name in {"NetworkDefinitionCreationFlag.EXPLICIT_BATCH", "BuilderFlag.FP16", "BuilderFlag.INT8",
+                        "platform_has_fast_fp16"}:
+            assert use.versions == WEAKLY_TYPED, use
+        if use.name == "NetworkDefinitionCreationFlag.STRONGLY_TYPED":
+            assert use.versions == STRONGLY_TYPED, use
+    # No implicit calibration anywhere.
+    assert not {"int8_calibrator", "set_calibration_profile", "IInt8EntropyCalibrator2"} & build.names()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +389,9 @@ class S:
 def test_checker_honours_version_guards():
     flag = "flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)"
     unguarded = problems_of(f"import tensorrt as trt\n{flag}\n")
-    assert len(unguarded) == 1 and "['11.1']" in unguarded[0]
+    assert any("['11.1']" in p and "EXPLICIT_BATCH" in p for p in unguarded)
+    # 10.x still has EXPLICIT_BATCH (deprecated): the per-version rule refuses it there too.
+    assert any("per-version rule" in p and "10.3" in p for p in unguarded)
     assert problems_of(f"import tensorrt as trt\nTRT_VERSION = (10, 3)\nif TRT_VERSION < (10, 0):\n    {flag}\n") == []
     # Guarded the wrong way round: the branch runs on 11.1, which has no EXPLICIT_BATCH.
     assert problems_of(f"import tensorrt as trt\nTRT_VERSION = ()\nif TRT_VERSION >= (11, 0):\n    {flag}\n")
@@ -378,10 +406,14 @@ def f(config):
 """
     # `and config` may be false on 11.1 too, so the raise does not guard anything there.
     assert any("FP16" in p and "11.1" in p for p in problems_of(src))
-    assert problems_of(src.replace(" and config", "")) == []
+    # Guarded for 11 only, FP16 still runs on 10.x, where the network is strongly typed.
+    assert [p for p in problems_of(src.replace(" and config", "")) if "per-version rule" in p]
+    assert problems_of(src.replace(" and config", "").replace("(11, 0)", "(10, 0)")) == []
+    # Implicit calibration: refused on every version, guarded or not.
     assert problems_of("import tensorrt as trt\nTRT_VERSION = ()\nif TRT_VERSION >= (11, 0):\n    pass\n"
-                       "else:\n    c = trt.IInt8EntropyCalibrator2\n") == []
-    assert problems_of("import tensorrt as trt\nc = trt.IInt8EntropyCalibrator2\n")
+                       "else:\n    c = trt.IInt8EntropyCalibrator2\n")
+    assert problems_of("import tensorrt as trt\ndef f(config: trt.IBuilderConfig):\n    config.int8_calibrator = None\n")
+    assert problems_of("import tensorrt as trt\nx = trt.DataType.INT8\n") == []  # DataType.INT8 is no builder flag
 
 
 def test_checker_flags_unknown_module_names():
@@ -410,8 +442,6 @@ def test_import_rules():
     for path in PURE_FILES:
         bad = [m for m, _ in _imports(path) if m.split(".")[0] in ("tensorrt", "cuda", "pycuda", "torch")]
         assert not bad, f"{path.name} must stay plain Python, imports {bad}"
-    calibration = _imports(TRT_FILES["calibration"])
-    assert not [m for m, top in calibration if m == "tensorrt" and top], "calibration.py imports tensorrt only when calibrating"
     backend = dict(_imports(TRT_FILES["backend"]))
     assert backend.get("tensorrt") is True and backend.get("cuda.bindings") is True
     for path in TRT_FILES.values():
@@ -451,34 +481,58 @@ def exported(tmp_path):
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"\x08\x07" + os.urandom(64))
     cs = cityscapes()
-    ModelInfo(arch="drn_c_26", classes=cs.classes, palette=cs.palette).write_json(sidecar_path(onnx),
-                                                                                  onnx_sha256=sha256_file(onnx))
+    ModelInfo(arch="drn_c_26", classes=cs.classes, palette=cs.palette).write_json(
+        sidecar_path(onnx), onnx_sha256=sha256_file(onnx), trained_synthetic_size=[256, 512])
     return onnx
 
 
-def test_trtexec_command_matches_the_options(exported, capsys, tmp_path):
+def trtexec_lines(out: str) -> dict[str, list[str]]:
+    """{"8.6": argv, "10.x and 11.x": argv} from --trtexec-only's output without TensorRT."""
+    found, label = {}, None
+    for line in out.splitlines():
+        if line.startswith("TensorRT ") and line.endswith(":"):
+            label = line[len("TensorRT "):-1]
+        elif line.strip().startswith("trtexec "):
+            found[label] = shlex.split(line)
+    return found
+
+
+def test_trtexec_command_per_typing(exported, capsys, tmp_path):
     engine = tmp_path / "out.engine"
-    rc = tensorrt_build.main([str(exported), "--trtexec-only", "-o", str(engine), "--precision", "int8",
+    rc = tensorrt_build.main([str(exported), "--trtexec-only", "-o", str(engine), "--precision", "fp16",
                               "--shapes", "1x256x512/1x512x1024/2x1024x2048", "--workspace", "2048",
                               "--timing-cache", str(tmp_path / "t.cache"), "--dla-core", "1"])
     out = capsys.readouterr().out
     assert rc == 0
-    line = next(li for li in out.splitlines() if li.strip().startswith("trtexec "))
-    args = shlex.split(line)
-    cache = exported.with_name(f"model.{sha256_file(exported)[:12]}.calib")
-    assert args == ["trtexec", f"--onnx={exported}", f"--saveEngine={engine}",
-                    "--minShapes=images:1x256x512x3", "--optShapes=images:1x512x1024x3",
-                    "--maxShapes=images:2x1024x2048x3", "--int8", "--fp16", f"--calib={cache}",
-                    "--memPoolSize=workspace:2048", f"--timingCacheFile={tmp_path / 't.cache'}",
-                    "--useDLACore=1", "--allowGPUFallback"]
-    assert f"--adopt {engine}" in out and "--precision int8" in out
+    lines = trtexec_lines(out)
+    common = [f"--saveEngine={engine}", "--minShapes=images:1x256x512x3", "--optShapes=images:1x512x1024x3",
+              "--maxShapes=images:2x1024x2048x3"]
+    tail = ["--memPoolSize=workspace:2048", f"--timingCacheFile={tmp_path / 't.cache'}", "--useDLACore=1",
+            "--allowGPUFallback"]
+    fp16_graph = exported.with_name("model.trt-fp16.onnx")
+    assert lines["8.6"] == ["trtexec", f"--onnx={exported}", *common, "--fp16", *tail]
+    assert lines["10.x and 11.x"] == ["trtexec", f"--onnx={fp16_graph}", *common, "--stronglyTyped", *tail]
+    assert f"drn-quantize {exported} --target tensorrt --quantize fp16 --out {fp16_graph}" in out
+    assert f"--adopt {engine}" in out and "--precision fp16" in out
 
 
 def test_trtexec_fp32_has_no_precision_flags(exported, capsys, tmp_path):
     assert tensorrt_build.main([str(exported), "--trtexec-only", "-o", str(tmp_path / "e.engine"),
                                 "--precision", "fp32"]) == 0
-    line = next(li for li in capsys.readouterr().out.splitlines() if li.strip().startswith("trtexec "))
-    assert not [a for a in shlex.split(line) if a in ("--fp16", "--int8") or a.startswith("--calib")]
+    for argv in trtexec_lines(capsys.readouterr().out).values():
+        assert not [a for a in argv if a in ("--fp16", "--int8") or a.startswith("--calib")]
+        assert argv[1] == f"--onnx={tmp_path / 'model.onnx'}"
+
+
+def test_default_profile_comes_from_the_sidecar_and_cameras(exported, capsys):
+    assert tensorrt_build.main([str(exported), "--trtexec-only", "-o", "e.engine", "--precision", "fp32"]) == 0
+    argv = trtexec_lines(capsys.readouterr().out)["8.6"]
+    assert "--maxShapes=images:1x256x512x3" in argv  # the sidecar's trained size, one camera
+    assert tensorrt_build.main([str(exported), "--trtexec-only", "-o", "e.engine", "--precision", "fp32",
+                                "--cameras", "2", "--sizes", "480x640,720x1280"]) == 0
+    argv = trtexec_lines(capsys.readouterr().out)["8.6"]
+    assert {"--minShapes=images:1x480x640x3", "--optShapes=images:2x480x640x3",
+            "--maxShapes=images:2x720x1280x3"} <= set(argv)
 
 
 @pytest.mark.parametrize("args, words", [
@@ -486,7 +540,10 @@ def test_trtexec_fp32_has_no_precision_flags(exported, capsys, tmp_path):
     (["--shapes", "4x512x1024/1x512x1024/4x1024x2048"], ["MIN <= OPT <= MAX"]),
     (["--shapes", "1x256x512"], ["MIN/OPT/MAX"]),
     (["--precision", "fp32", "--dla-core", "0"], ["--dla-core", "fp16"]),
-    (["--calibration", "synthetic"], ["--calibration", "int8"]),
+    (["--precision", "fp16", "--calibration", "synthetic"], ["--calibration", "int8"]),
+    (["--shapes", "1x256x512/1x512x1024/2x1024x2048", "--cameras", "2"], ["--shapes", "--cameras"]),
+    (["--sizes", "640"], ["--sizes", "HxW"]),
+    (["--cameras", "0"], ["--cameras"]),
     (["--workspace", "0"], ["--workspace"]),
     (["--device", "cpu"], ["CUDA"]),
 ])
@@ -518,14 +575,13 @@ def test_building_without_tensorrt_says_what_to_install(exported):
 
 @pytest.mark.parametrize("request_", [
     BuildRequest(),
-    BuildRequest("int8", "1x256x512x3/1x512x1024x3/2x1024x2048x3", 2048, 1, "t.cache", "m.calib"),
+    BuildRequest("int8", "1x256x512x3/1x512x1024x3/2x1024x2048x3", 2048, 1, "t.cache", "/data/cam.bag"),
 ])
 def test_rebuild_options_are_a_drn_build_engine_command_line(exported, request_):
     # open_segmenter starts `drn-build-engine ONNX <request.argv()> --device cuda:N -o ENGINE` as a process.
     args = tensorrt_build.make_arg_parser().parse_args([str(exported), *request_.argv(), "--device", "cuda:1"])
     got = BuildRequest(args.precision, args.shapes, args.workspace, args.dla_core,
-                       None if args.timing_cache is None else str(args.timing_cache),
-                       None if args.calibration_cache is None else str(args.calibration_cache))
+                       None if args.timing_cache is None else str(args.timing_cache), args.calibration)
     assert got == request_ and args.device == "cuda:1"
 
 

@@ -1,4 +1,5 @@
-"""INT8 calibration for drn-build-engine: frames, batches, the calibration cache, the entropy calibrator.
+"""Calibration frames for every int8 graph the toolchain writes (drn-quantize for ONNX Runtime,
+OpenVINO and TensorRT; drn-build-engine's ``--calibration``), from one ``--calibration SPEC``.
 
 Where the frames come from (``--calibration SPEC``):
 
@@ -11,40 +12,24 @@ Where the frames come from (``--calibration SPEC``):
   ``sensor_msgs/CompressedImage`` frames, from ``--calibration-topic`` or the bag's only image topic.
 
 At most ``max_frames`` frames are used, spread evenly over the source. Each frame is scaled to
-cover the calibration size (the profile's OPT height and width) and centre-cropped, and the frames
-are grouped into full batches (a last partial batch is dropped: TensorRT calibrates on one fixed
-shape). All of this is plain Python and tested without TensorRT; only
-:func:`create_entropy_calibrator` needs TensorRT and CUDA.
-
-The calibration cache written by TensorRT is kept in a file named after the ONNX model's sha256
-(``model.<sha12>.calib``), so a changed model is never calibrated from a stale cache; with a cache
-present TensorRT skips calibration and no frames are needed.
+cover the calibration size and centre-cropped (:func:`fit_frame`). Plain Python, no TensorRT:
+TensorRT gets int8 by explicit quantization only (a Q/DQ graph written with NVIDIA ModelOpt,
+deploy/tensorrt_graphs.py), so there is no implicit calibrator and no calibration cache.
 """
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
-
-from drn_perception.deploy.engine_meta import (
-    INPUT,
-    UnsupportedTensorRT,
-    atomic_write,
-    parse_trt_version,
-    precision_problem,
-)
-
-if TYPE_CHECKING:
-    import tensorrt
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
 IMAGE_MSG = "sensor_msgs/msg/Image"
 COMPRESSED_MSG = "sensor_msgs/msg/CompressedImage"
 DEFAULT_MAX_FRAMES = 256
+# Generated calibration scenes use seeds from here up, disjoint from the seeds benchmarks and tests evaluate on.
+CALIBRATION_SEED0 = 1_000_000
 
 
 class CalibrationError(ValueError):
@@ -253,146 +238,21 @@ def open_frames(spec: str, *, height: int, width: int, topic: str | None = None,
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Batches
+def calibration_frames(count: int, size: tuple[int, int], seed0: int = CALIBRATION_SEED0) -> Iterator[np.ndarray]:
+    """Yield ``count`` generated uint8 (1, H, W, 3) scenes (the default when no ``--calibration`` is given)."""
+    from drn_perception.data.synthetic import generate_scene
+
+    for i in range(count):
+        yield generate_scene(seed0 + i, *size)[0][None]
 
 
-class CalibrationBatches:
-    """Full uint8 (batch_size, height, width, 3) batches of fitted frames."""
-
-    def __init__(self, frames: Iterable[np.ndarray], batch_size: int, height: int, width: int):
-        if batch_size < 1:
-            raise CalibrationError(f"--calibration-batch must be at least 1, got {batch_size}")
-        self.frames = frames
-        self.batch_size, self.height, self.width = batch_size, height, width
-        self.frames_used = 0
-        self.batches = 0
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (self.batch_size, self.height, self.width, 3)
-
-    @property
-    def batch_nbytes(self) -> int:
-        return self.batch_size * self.height * self.width * 3
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        batch = np.empty(self.shape, np.uint8)
-        filled = 0
-        for frame in self.frames:
-            frame = np.asarray(frame)
-            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                raise CalibrationError(f"calibration frame {frame.shape} {frame.dtype} is not RGB uint8 (H, W, 3)")
-            batch[filled] = fit_frame(frame, self.height, self.width)
-            filled += 1
-            if filled == self.batch_size:
-                self.frames_used += filled
-                self.batches += 1
-                yield batch
-                batch = np.empty(self.shape, np.uint8)
-                filled = 0
-
-
-# ---------------------------------------------------------------------------------------------
-# The calibration cache
-
-
-def default_cache_path(onnx_path: str | Path, onnx_sha256: str) -> Path:
-    """model.onnx -> model.<first 12 hex of its sha256>.calib beside it."""
-    onnx_path = Path(onnx_path)
-    return onnx_path.with_name(f"{onnx_path.stem}.{onnx_sha256[:12]}.calib")
-
-
-@dataclass
-class CalibrationCache:
-    path: Path
-
-    def read(self) -> bytes | None:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        return data or None
-
-    def write(self, data: bytes) -> None:
-        atomic_write(self.path, bytes(data))
-
-    def exists(self) -> bool:
-        return self.read() is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# Feeding TensorRT
-
-
-class CalibrationFeed:
-    """What TensorRT's calibrator hands out: one device pointer per input name for each batch, then
-    None. ``alloc(nbytes)`` makes the buffer the batches are uploaded into (a CUDA DeviceBuffer in
-    the builder: anything with ``ptr``, ``upload(array)`` and ``close()``). Exceptions are kept in
-    ``error`` instead of unwinding through TensorRT, which would only see "no more batches"."""
-
-    def __init__(self, batches: Iterable[np.ndarray] | None, alloc: Callable[[int], Any]):
-        self._batches = iter(batches) if batches is not None else iter(())
-        self._alloc = alloc
-        self._buffer: Any = None
-        self._lock = threading.Lock()
-        self.error: BaseException | None = None
-        self.fed = 0
-
-    def next_pointers(self, names: Sequence[str]) -> list[int] | None:
-        with self._lock:
-            if self.error is not None:
-                return None
-            try:
-                batch = next(self._batches, None)
-                if batch is None:
-                    return None
-                unknown = [n for n in names if n != INPUT]
-                if unknown:
-                    raise CalibrationError(f"the network has inputs {list(names)}; calibration feeds only {INPUT!r}")
-                if self._buffer is None:
-                    self._buffer = self._alloc(batch.nbytes)
-                self._buffer.upload(batch)
-                self.fed += 1
-                return [int(self._buffer.ptr) for _ in names]
-            except BaseException as exc:  # noqa: BLE001 - must not unwind through TensorRT
-                self.error = exc
-                return None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._buffer is not None:
-                self._buffer.close()
-                self._buffer = None
-
-
-def create_entropy_calibrator(feed: CalibrationFeed, cache: CalibrationCache,
-                              batch_size: int) -> "tensorrt.IInt8EntropyCalibrator2":
-    """TensorRT's IInt8EntropyCalibrator2 over ``feed``, keeping its table in ``cache`` (needs tensorrt < 11)."""
-    import tensorrt as trt
-
-    TRT_VERSION = parse_trt_version(trt.__version__)
-    if TRT_VERSION >= (11, 0) or not hasattr(trt, "IInt8EntropyCalibrator2"):
-        raise UnsupportedTensorRT(precision_problem("int8", TRT_VERSION, False) or "no implicit INT8 calibration")
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-
-        def get_batch_size(self) -> int:
-            return batch_size
-
-        # TensorRT documents None as "no more batches", which the stubs' list[int] leaves out.
-        def get_batch(self, names: list[str]) -> list[int] | None:  # type: ignore[override]
-            return feed.next_pointers(names)
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache.read()
-
-        def write_calibration_cache(self, data: Any) -> None:
-            try:
-                cache.write(bytes(memoryview(data)))
-            except OSError as exc:
-                feed.error = exc
-
-    return EntropyCalibrator()
+def user_calibration_frames(spec: str, size: tuple[int, int], max_frames: int,
+                            topic: str | None = None) -> tuple[list[np.ndarray], str]:
+    """The frames ``spec`` names (:func:`open_frames`), each fitted to ``size`` as uint8 (1, H, W, 3),
+    and a line saying where they came from. Raises CalibrationError (a ValueError)."""
+    source = open_frames(spec, height=size[0], width=size[1], topic=topic, max_frames=max_frames)
+    frames = [fit_frame(f, *size)[None] for f in source]
+    if not frames:
+        raise CalibrationError(f"no usable calibration frames in {spec} ({source.dropped} could not be decoded)")
+    dropped = f", {source.dropped} undecodable skipped" if source.dropped else ""
+    return frames, f"{source.description}{dropped}, fitted to {size[0]}x{size[1]}"

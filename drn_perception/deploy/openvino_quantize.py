@@ -88,12 +88,13 @@ def quantize_openvino_int8(model: str | Path, out: str | Path, calibration_count
         raise ImportError("OpenVINO int8 needs the nncf package (pip install nncf)") from None
     import logging
 
-    from drn_perception.deploy.quantize import _read_sidecar, calibration_frames
+    from drn_perception.deploy.calibration import calibration_frames
+    from drn_perception.deploy.graph_files import read_sidecar
     from drn_perception.inference.openvino_backend import error_reason, read_model
 
     nncf.set_log_level(logging.WARNING)  # not a line per float layer
 
-    info = _read_sidecar(model)
+    info = read_sidecar(model)
     try:
         ov_model = read_model(ov.Core(), model)
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own

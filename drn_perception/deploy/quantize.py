@@ -1,8 +1,10 @@
-"""drn-quantize: exported fp32 graph -> int8 graph for fast CPU inference with ONNX Runtime or OpenVINO.
+"""drn-quantize: exported fp32 graph -> int8 graph for ONNX Runtime or OpenVINO, fp16/int8 graph for TensorRT.
 
 ``--out model.int8.onnx`` writes the ONNX Runtime graph described here; ``--out model.xml``
 writes an OpenVINO int8 IR with NNCF instead (deploy/openvino_quantize.py: the same float
-layers, the same calibration frames). ``--calibration SPEC`` takes the frames drn-build-engine
+layers, the same calibration frames); ``--target tensorrt --quantize fp16|int8`` writes the
+strongly typed fp16 graph or the symmetric int8 Q/DQ graph TensorRT builds, with NVIDIA ModelOpt
+(deploy/tensorrt_graphs.py), and prints its label agreement with the fp32 model. ``--calibration SPEC`` takes the frames drn-build-engine
 reads (an image folder, DATASET:SPLIT, a .txt list, a rosbag2, synthetic[:N]; see
 deploy/calibration.py), fitted to ``--calibration-size``; without it, generated scenes.
 
@@ -21,15 +23,14 @@ equal to fp32 with everything quantised, 99.4% with them in float, same speed). 
 uint8 -> float normalisation, the bilinear upsampling (ConvTranspose), ArgMax and Softmax stay
 in float too, so the graph keeps the exported interface (uint8 NHWC in, int32 labels and float
 confidence out) and the same sidecar metadata, with a ``quantization`` record added. The result loads with the
-onnxruntime backend like any exported model. TensorRT builds its own int8 engines from the
-fp32 graph (drn-build-engine); this file is for the CPU path.
+onnxruntime backend like any exported model. This uint8 asymmetric graph is for the CPU path;
+TensorRT's explicit quantization takes symmetric int8 (``--target tensorrt``).
 
 Calibration scenes come from ``generate_scene`` with seeds from 1,000,000 up, disjoint from
 the seeds benchmarks and tests evaluate on.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -37,10 +38,20 @@ from pathlib import Path
 
 import numpy as np
 
+from drn_perception.deploy.calibration import CALIBRATION_SEED0, calibration_frames, user_calibration_frames
+from drn_perception.deploy.graph_files import (
+    QUANTIZED_OPS,
+    classifier_layers,
+    fine_layers,
+    input_name,
+    parse_size,
+    read_sidecar,
+)
 from drn_perception.model_info import ModelInfo, sha256_file, sidecar_path
 
-CALIBRATION_SEED0 = 1_000_000
-QUANTIZED_OPS = ("Conv", "Relu", "Add")
+__all__ = ["CALIBRATION_SEED0", "calibration_frames", "classifier_layers", "fine_layers", "labels_only", "main",
+           "parse_size", "quantize_int8", "user_calibration_frames"]
+
 # How each activation's 8-bit range is set from the calibration frames (ONNX Runtime's calibrators).
 # mean-minmax: each frame's min and max, averaged over the frames (ORT's CalibMovingAverage);
 # values beyond clip. minmax: the extremes over all frames, so one unusual frame sets the range
@@ -48,39 +59,6 @@ QUANTIZED_OPS = ("Conv", "Relu", "Add")
 # float: under-trained, mean-minmax 97.6%, minmax 96.3%, percentile 96.7%, entropy 96.3%;
 # fine-tuned, mean-minmax 99.38%, minmax 99.17% (benchmarks/README.md).
 CALIBRATION_METHODS = ("mean-minmax", "minmax", "entropy", "percentile")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """"HxW" -> (H, W), both at least 8 (any size runs; 8 = one pixel at the output stride)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"size {text!r} is not HxW, e.g. 256x512") from None
-    if h < 8 or w < 8:
-        raise ValueError(f"size {text!r}: height and width must be at least 8")
-    return h, w
-
-
-def calibration_frames(count: int, size: tuple[int, int], seed0: int = CALIBRATION_SEED0):
-    """Yield ``count`` generated uint8 (1, H, W, 3) scenes."""
-    from drn_perception.data.synthetic import generate_scene
-
-    for i in range(count):
-        yield generate_scene(seed0 + i, *size)[0][None]
-
-
-def user_calibration_frames(spec: str, size: tuple[int, int], max_frames: int,
-                            topic: str | None = None) -> tuple[list[np.ndarray], str]:
-    """The frames ``spec`` names (deploy/calibration.open_frames), each fitted to ``size`` as
-    uint8 (1, H, W, 3), and a line saying where they came from. Raises ValueError (CalibrationError)."""
-    from drn_perception.deploy.calibration import fit_frame, open_frames
-
-    source = open_frames(spec, height=size[0], width=size[1], topic=topic, max_frames=max_frames)
-    frames = [fit_frame(f, *size)[None] for f in source]
-    if not frames:
-        raise ValueError(f"no usable calibration frames in {spec} ({source.dropped} could not be decoded)")
-    dropped = f", {source.dropped} undecodable skipped" if source.dropped else ""
-    return frames, f"{source.description}{dropped}, fitted to {size[0]}x{size[1]}"
 
 
 def quantize_int8(model: str | Path, out: str | Path, calibration_count: int = 16,
@@ -120,8 +98,8 @@ def quantize_int8(model: str | Path, out: str | Path, calibration_count: int = 1
         raise ValueError("calibration needs at least one frame")
     if float_stride < 0:
         raise ValueError("float_stride must be 0 or more")
-    info = _read_sidecar(model)
-    input_name = _input_name(model)
+    info = read_sidecar(model)
+    image_input = input_name(model)
     float_head = [] if quantize_classifier else classifier_layers(model)
     exclude = tuple(dict.fromkeys([*fine_layers(model, float_stride), *float_head, *exclude]))
     source = frames if frames is not None else calibration_frames(calibration_count, calibration_size)
@@ -135,7 +113,7 @@ def quantize_int8(model: str | Path, out: str | Path, calibration_count: int = 1
             if frame is None:
                 return None
             frame = np.ascontiguousarray(frame, dtype=np.uint8)
-            return {input_name: frame if frame.ndim == 4 else frame[None]}
+            return {image_input: frame if frame.ndim == 4 else frame[None]}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
@@ -183,7 +161,7 @@ def labels_only(model: str | Path, out: str | Path) -> Path:
     model, out = Path(model), Path(out)
     if not model.is_file():
         raise FileNotFoundError(f"model file not found: {model}")
-    info = _read_sidecar(model)
+    info = read_sidecar(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     _labels_only_graph(model, out)
     extra = {k: v for k, v in info.items() if k not in ModelInfo.__dataclass_fields__}
@@ -200,50 +178,6 @@ def _labels_only_graph(model: Path, out: Path) -> Path:
 
     onnx.save(labels_only_model(model), str(out))
     return out
-
-
-def classifier_layers(model: str | Path) -> list[str]:
-    """The last Conv node of the graph (the classifier): its outputs are the logits.
-
-    Quantised, the logits of every class share one 8-bit scale set by the widest of them, and
-    the argmax follows straight from them: on a trained DRN-C-26 (512x1024, synthetic scenes)
-    the int8 graph kept 92.7% of the float labels with the classifier quantised and 96.5%
-    with it in float. It is a 1x1 convolution at 1/8 resolution, under 0.1% of the MACs.
-    """
-    import onnx
-
-    convs = [n.name for n in onnx.load(str(model)).graph.node if n.op_type == "Conv"]
-    return convs[-1:]
-
-
-def fine_layers(model: str | Path, float_stride: int, probe: tuple[int, int] = (64, 128)) -> list[str]:
-    """Names of the Conv/Relu/Add nodes whose output is at ``float_stride`` or finer.
-
-    Found by shape inference with the input fixed to ``probe`` (H, W), so it holds for any
-    network, whatever its node names.
-    """
-    import onnx
-
-    if not float_stride:
-        return []
-    graph = onnx.load(str(model))
-    inp = next(i for i in graph.graph.input if i.name not in {t.name for t in graph.graph.initializer})
-    dims = inp.type.tensor_type.shape.dim
-    for dim, value in zip(dims, (1, *probe, 3)):
-        dim.ClearField("dim_param")
-        dim.dim_value = value
-    inferred = onnx.shape_inference.infer_shapes(graph)
-    shapes = {}
-    for vi in (*inferred.graph.value_info, *inferred.graph.output):
-        d = vi.type.tensor_type.shape.dim
-        if len(d) == 4 and all(x.HasField("dim_value") for x in d):
-            shapes[vi.name] = [x.dim_value for x in d]
-    names = []
-    for node in inferred.graph.node:
-        shape = shapes.get(node.output[0]) if node.op_type in QUANTIZED_OPS else None
-        if shape and shape[2] * float_stride >= probe[0]:  # NCHW: H at stride <= float_stride
-            names.append(node.name)
-    return names
 
 
 def _unshare_initializers(model: Path, out: Path) -> Path:
@@ -280,32 +214,7 @@ def _unshare_initializers(model: Path, out: Path) -> Path:
     return out
 
 
-def _read_sidecar(model: Path) -> dict:
-    """The exported model's metadata: sidecar JSON, else the graph's own metadata."""
-    sidecar = sidecar_path(model)
-    if sidecar.is_file():
-        try:
-            return json.loads(sidecar.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read model metadata {sidecar}: {exc}") from None
-    import onnx
-
-    graph = onnx.load(str(model), load_external_data=False)
-    for prop in graph.metadata_props:
-        if prop.key == "drn_perception":
-            return json.loads(prop.value)
-    raise ValueError(f"{model} has neither a {sidecar.name} sidecar nor drn_perception metadata; export it with drn-export")
-
-
-def _input_name(model: Path) -> str:
-    import onnx
-
-    graph = onnx.load(str(model), load_external_data=False)
-    initializers = {t.name for t in graph.graph.initializer}
-    inputs = [i.name for i in graph.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise ValueError(f"{model} should have one image input, has {inputs}")
-    return inputs[0]
+TARGETS = ("onnxruntime", "openvino", "tensorrt")
 
 
 def build_parser():
@@ -313,9 +222,14 @@ def build_parser():
 
     p = cli.Parser(prog="drn-quantize", description=__doc__.splitlines()[0])
     p.add_argument("model", help="exported fp32 .onnx (with its .json sidecar)")
-    p.add_argument("--out", required=True, help="output .onnx (ONNX Runtime QDQ graph) or .xml (OpenVINO IR, "
-                   "with NNCF); sidecar written beside it")
-    p.add_argument("--quantize", choices=["int8"], default="int8", help="target precision (int8 only)")
+    p.add_argument("--out", required=True, help="output .onnx (ONNX Runtime QDQ graph, or a TensorRT graph with "
+                   "--target tensorrt) or .xml (OpenVINO IR, with NNCF); sidecar written beside it")
+    p.add_argument("--target", choices=TARGETS,
+                   help="runtime the graph is for (default: openvino for an .xml --out, else onnxruntime); "
+                        "tensorrt: a strongly typed fp16 graph or a symmetric int8 Q/DQ graph written with "
+                        "NVIDIA ModelOpt (docs/tensorrt.md)")
+    p.add_argument("--quantize", choices=["int8", "fp16"], default="int8",
+                   help="target precision (default int8; fp16 with --target tensorrt only)")
     p.add_argument("--calibration-frames", type=int, default=16, help="generated scenes to calibrate on (default 16)")
     p.add_argument("--calibration-size", default="256x512", help="HxW of the calibration scenes (default 256x512)")
     p.add_argument("--calibration", metavar="SPEC",
@@ -325,17 +239,81 @@ def build_parser():
     p.add_argument("--preset", choices=["performance", "mixed"], default="performance",
                    help="OpenVINO (.xml) only: NNCF preset, symmetric (performance, default) or asymmetric "
                         "(mixed) activations")
-    p.add_argument("--method", default="mean-minmax", choices=CALIBRATION_METHODS,
-                   help="how activation ranges are set: mean-minmax (default: per-frame min/max averaged "
-                        "over the frames), minmax (extremes over all frames), entropy, percentile")
+    p.add_argument("--method", choices=CALIBRATION_METHODS + ("max",),
+                   help="how activation ranges are set. ONNX Runtime: mean-minmax (default: per-frame min/max "
+                        "averaged over the frames), minmax (extremes over all frames), entropy, percentile; "
+                        "TensorRT: max (default) or entropy")
     p.add_argument("--float-stride", type=int, default=2,
                    help="keep layers at this output stride or finer in float (default 2; 0 quantises all)")
+    p.add_argument("--float-precision", choices=["fp16", "fp32"], default="fp16",
+                   help="TensorRT int8 only: precision of the layers left in float (default fp16, opset 19, for "
+                        "TensorRT 10/11; fp32 writes opset 17, which TensorRT 8.6 / JetPack 6.0 also parses)")
     p.add_argument("--exclude", default="", help="comma-separated node names to keep in float as well")
     p.add_argument("--labels-only", action="store_true",
                    help="drop the confidence output (faster: ONNX Runtime computes every output)")
     p.add_argument("--quantize-classifier", action="store_true",
                    help="quantise the last Conv (the classifier) too; by default it stays in float")
+    p.add_argument("--check-frames", type=int, default=8,
+                   help="TensorRT graphs: generated scenes (seeds 0..N-1, at --calibration-size) on which the "
+                        "labels are compared with the fp32 model on ONNX Runtime and printed (default 8; 0: skip)")
     return p
+
+
+def _target(args) -> str:
+    if args.target is not None:
+        return args.target
+    return "openvino" if Path(args.out).suffix == ".xml" else "onnxruntime"
+
+
+def _misuse(args, target: str) -> str | None:
+    """The first option that does not fit ``target`` (checked before any slow work)."""
+    out_suffix = Path(args.out).suffix
+    if Path(args.model).suffix != ".onnx" or out_suffix not in (".onnx", ".xml"):
+        return (f"quantisation reads an .onnx and writes .onnx (ONNX Runtime, TensorRT) or .xml (OpenVINO) files "
+                f"(got {args.model} -> {args.out})")
+    if (target == "openvino") != (out_suffix == ".xml"):
+        return f"--target {target} writes {'an .xml IR' if target == 'openvino' else 'an .onnx graph'}, got --out {args.out}"
+    if args.quantize == "fp16" and target != "tensorrt":
+        return "--quantize fp16 is for --target tensorrt (ONNX Runtime and OpenVINO run the fp32 graph, or bf16)"
+    if target == "openvino" and (args.labels_only or args.method is not None):
+        return "--labels-only and --method are for the ONNX Runtime graph (.onnx); NNCF sets OpenVINO's ranges itself"
+    if target == "tensorrt":
+        from drn_perception.deploy.tensorrt_graphs import INT8_METHODS
+
+        if args.labels_only:
+            return "--labels-only is for ONNX Runtime (TensorRT computes only the outputs it is asked for)"
+        if args.method is not None and args.method not in INT8_METHODS:
+            return f"--method {args.method} is an ONNX Runtime calibrator; TensorRT graphs take {' or '.join(INT8_METHODS)}"
+        if args.quantize == "fp16" and (args.method or args.exclude or args.quantize_classifier):
+            return "--method, --exclude and --quantize-classifier are for --quantize int8"
+    elif args.method == "max":
+        return "--method max is ModelOpt's calibrator (--target tensorrt); ONNX Runtime takes mean-minmax, minmax, ..."
+    if args.check_frames < 0:
+        return f"--check-frames must be >= 0, got {args.check_frames}"
+    return None
+
+
+def _tensorrt_graph(args, size, frames, note) -> Path:
+    from drn_perception.deploy import tensorrt_graphs as tg
+
+    frames = frames if frames is not None else list(calibration_frames(args.calibration_frames, size))
+    note = note or f"{len(frames)} generated scenes at {size[0]}x{size[1]}, seeds {CALIBRATION_SEED0}+"
+    if args.quantize == "fp16":
+        out = tg.write_fp16(args.model, args.out, frames[:4], calibration_note=note)
+    else:
+        exclude = tuple(n for n in args.exclude.split(",") if n)
+        out = tg.write_int8_qdq(args.model, args.out, frames, method=args.method or "max",
+                                float_stride=args.float_stride, quantize_classifier=args.quantize_classifier,
+                                exclude=exclude, high_precision=args.float_precision, calibration_note=note)
+    if args.check_frames:
+        from drn_perception.data.synthetic import generate_scene
+
+        scenes = (generate_scene(seed, *size)[0][None] for seed in range(args.check_frames))
+        agree, count = tg.label_agreement(args.model, out, scenes)
+        print(f"labels equal to the fp32 model (ONNX Runtime CPU, {count} generated scenes at {size[0]}x{size[1]}): "
+              f"{100 * agree:.3f}%")
+    tg.parser_check(out)
+    return out
 
 
 def main(argv=None) -> int:
@@ -354,30 +332,30 @@ def main(argv=None) -> int:
         p.error(f"argument --float-stride: must be >= 0, got {args.float_stride}")
     if not Path(args.model).is_file():
         return cli.fail("drn-quantize", f"model file not found: {args.model}")
-    openvino = Path(args.out).suffix == ".xml"
-    if Path(args.model).suffix != ".onnx" or Path(args.out).suffix not in (".onnx", ".xml"):
-        return cli.fail("drn-quantize", f"quantisation reads an .onnx and writes .onnx (ONNX Runtime) or .xml "
-                                        f"(OpenVINO) files (got {args.model} -> {args.out})")
-    if openvino and (args.labels_only or args.method != "mean-minmax"):
-        return cli.fail("drn-quantize", "--labels-only and --method are for the ONNX Runtime graph (.onnx); "
-                                        "NNCF sets OpenVINO's ranges itself")
+    target = _target(args)
+    problem = _misuse(args, target)
+    if problem:
+        return cli.fail("drn-quantize", problem)
     exclude = tuple(n for n in args.exclude.split(",") if n)
     try:
         frames, note = None, None
         if args.calibration is not None:
             frames, note = user_calibration_frames(args.calibration, size, args.calibration_frames,
                                                    args.calibration_topic)
-        if openvino:
+        if target == "tensorrt":
+            out = _tensorrt_graph(args, size, frames, note)
+        elif target == "openvino":
             from drn_perception.deploy.openvino_quantize import quantize_openvino_int8
 
             out = quantize_openvino_int8(args.model, args.out, args.calibration_frames, size, frames,
                                          float_stride=args.float_stride, quantize_classifier=args.quantize_classifier,
                                          preset=args.preset, exclude=exclude, calibration_note=note)
         else:
-            out = quantize_int8(args.model, args.out, args.calibration_frames, size, exclude, args.method,
-                                frames=frames, float_stride=args.float_stride, labels_only=args.labels_only,
-                                quantize_classifier=args.quantize_classifier, calibration_note=note)
-    except ImportError as exc:  # openvino / nncf not installed: the message names the package
+            out = quantize_int8(args.model, args.out, args.calibration_frames, size, exclude,
+                                args.method or "mean-minmax", frames=frames, float_stride=args.float_stride,
+                                labels_only=args.labels_only, quantize_classifier=args.quantize_classifier,
+                                calibration_note=note)
+    except ImportError as exc:  # openvino / nncf / modelopt not installed: the message names the package
         return cli.fail("drn-quantize", exc)
     except (ValueError, FileNotFoundError) as exc:  # a graph that is not an exported DRN model, bad frames
         return cli.fail("drn-quantize", exc)

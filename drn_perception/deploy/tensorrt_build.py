@@ -1,11 +1,19 @@
 """drn-build-engine: an exported ONNX model -> a TensorRT engine and its metadata, on this machine.
 
     drn-build-engine model.onnx [--precision fp32|fp16|int8] [--calibration DATA_OR_BAG]
-        [--shapes MIN/OPT/MAX] [--workspace MB] [--timing-cache FILE] [--dla-core N] [-o ENGINE]
+        [--sizes HxW[,HxW] --cameras N | --shapes MIN/OPT/MAX] [--workspace MB] [--timing-cache FILE]
+        [--dla-core N] [-o ENGINE] | --check | --trtexec-only | --adopt ENGINE
 
-Uses the TensorRT Python API that 8.5 (JetPack 5), 8.6 (JetPack 6.0) and 10.x (JetPack 6.1+, x86)
-share: Builder, OnnxParser, BuilderConfig, one optimisation profile for dynamic N/H/W,
-build_serialized_network. The engine is written as
+Supported: TensorRT 8.6 (JetPack 6.0), 10.3 (JetPack 6.1/6.2), 10.13-10.16 (JetPack 7.x) and
+11.x; how each builds each precision is decided in one place, inference/trt_versions.build_plan:
+from 10 on, a strongly typed network parsed from the graph that carries the precision (the fp16
+graph, the symmetric int8 Q/DQ graph: deploy/tensorrt_graphs.py); on 8.6, BuilderFlag.FP16 on the
+fp32 graph and BuilderFlag.INT8 on the Q/DQ graph. Given the exported fp32 model, this tool writes
+the graph the plan needs first (with ModelOpt, into a temporary folder; int8 from ``--calibration``
+frames), so one command builds every precision. There is no implicit INT8 calibration.
+
+The default profile follows the model's size and ``--cameras`` (deploy/tensorrt_profile.py); the
+activation memory at its maximum is printed before the build. The engine is written as
 ``<model>.trt<version>.<gpu>.<precision>.engine`` beside the ONNX model (unless ``-o``), with
 ``<engine>.json`` (see inference/engine_meta.py). The equivalent ``trtexec`` command is printed too;
 an engine built with trtexec is registered with ``--adopt ENGINE``.
@@ -16,45 +24,43 @@ runs this command line as a separate process (``BuildRequest.argv()``) while ONN
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from drn_perception.deploy.calibration import (
-    DEFAULT_MAX_FRAMES,
-    CalibrationBatches,
-    CalibrationCache,
-    CalibrationError,
-    CalibrationFeed,
-    default_cache_path,
-    open_frames,
-)
+from drn_perception.deploy.calibration import DEFAULT_MAX_FRAMES
+from drn_perception.deploy.graph_files import read_sidecar
+from drn_perception.deploy.tensorrt_graphs import graph_kind, plan_for, prepare_graph
+from drn_perception.deploy.tensorrt_profile import activation_memory, default_profile, parse_sizes
+from drn_perception.deploy.trtexec import describe_trtexec
+from drn_perception.inference.base import BackendUnavailable
 from drn_perception.inference.engine_meta import (
     CONFIDENCE,
-    DEFAULT_SHAPES,
+    EXAMPLE_SHAPES,
     INPUT,
     LABELS,
-    PRECISIONS,
     EngineError,
     EngineMeta,
     Profile,
     RuntimeEnv,
     TensorSpec,
-    UnsupportedTensorRT,
     atomic_write,
-    check_tensorrt_version,
     default_engine_path,
     now_iso,
     parse_cuda_device,
-    parse_trt_version,
-    precision_problem,
     read_model_info,
     shape_str,
 )
-from drn_perception.inference.base import BackendUnavailable
+from drn_perception.inference.trt_versions import (
+    PRECISIONS,
+    BuildPlan,
+    check_tensorrt_version,
+    matrix_line,
+    parse_trt_version,
+)
 from drn_perception.model_info import ModelInfo, sha256_file
 
 try:
@@ -67,6 +73,7 @@ else:
 
 TRT_VERSION: tuple[int, ...] = parse_trt_version(trt.__version__) if not _TRT_PROBLEM else ()
 PROG = "drn-build-engine"
+DEFAULT_CALIBRATION_FRAMES = 32  # ModelOpt calibrates on the CPU: a few dozen frames, not hundreds
 
 
 class BuildError(RuntimeError):
@@ -75,20 +82,20 @@ class BuildError(RuntimeError):
 
 @dataclass
 class BuildOptions:
-    precision: str = "fp16"
-    shapes: str = DEFAULT_SHAPES
+    precision: str | None = None  # None: the graph's own (fp16/int8 graphs), fp16 for an exported fp32 graph
+    shapes: str | None = None  # MIN/OPT/MAX; None: from sizes and cameras
+    sizes: str | None = None  # "HxW[,HxW]"; None: the model's size (sidecar)
+    cameras: int = 1
     workspace_mb: int | None = None
     timing_cache: Path | None = None
     dla_core: int | None = None
     calibration: str | None = None
     calibration_topic: str | None = None
-    calibration_frames: int = DEFAULT_MAX_FRAMES
-    calibration_batch: int = 8
-    calibration_cache: Path | None = None
+    calibration_frames: int = DEFAULT_CALIBRATION_FRAMES
 
     def check(self) -> None:
         """Option combinations that no TensorRT version accepts (ValueError)."""
-        if self.precision not in PRECISIONS:
+        if self.precision is not None and self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}: choose {', '.join(PRECISIONS)}")
         if self.workspace_mb is not None and self.workspace_mb <= 0:
             raise ValueError(f"--workspace must be a positive number of MiB, got {self.workspace_mb}")
@@ -97,60 +104,32 @@ class BuildOptions:
                 raise ValueError(f"--dla-core must be 0 or more, got {self.dla_core}")
             if self.precision == "fp32":
                 raise ValueError("--dla-core needs --precision fp16 or int8 (the DLA has no fp32)")
-        if self.calibration is not None and self.precision != "int8":
+        if self.calibration is not None and self.precision not in ("int8", None):
             raise ValueError("--calibration is only used with --precision int8")
-        if self.calibration_batch < 1 or self.calibration_frames < 1:
-            raise ValueError("--calibration-batch and --calibration-frames must be at least 1")
+        if self.calibration_frames < 1:
+            raise ValueError("--calibration-frames must be at least 1")
+        if self.cameras < 1:
+            raise ValueError(f"--cameras must be at least 1, got {self.cameras}")
+        if self.shapes is not None and (self.sizes is not None or self.cameras != 1):
+            raise ValueError("--shapes sets the whole profile: leave out --sizes and --cameras")
+        if self.sizes is not None:
+            parse_sizes(self.sizes)
+
+    def profile(self, info: dict) -> Profile:
+        if self.shapes is not None:
+            return Profile.parse(self.shapes)
+        return default_profile(info, parse_sizes(self.sizes) if self.sizes else None, self.cameras)
 
 
 def require_tensorrt() -> None:
-    """BackendUnavailable unless TensorRT 8.5+ is importable."""
+    """BackendUnavailable unless a supported TensorRT is importable."""
     if _TRT_PROBLEM:
         raise BackendUnavailable(
             "building engines needs NVIDIA's TensorRT Python bindings (tensorrt: ships with JetPack as python3-libnvinfer, "
-            f"on x86 `pip install tensorrt`) and cuda-python; tensorrt is {_TRT_PROBLEM}"
+            f"on x86 `pip install tensorrt`) and cuda-python (pip install drn_perception[tensorrt-jp6] or "
+            f"[tensorrt-jp7], docs/tensorrt.md); tensorrt is {_TRT_PROBLEM}"
         )
     check_tensorrt_version(trt.__version__)
-
-
-# ---------------------------------------------------------------------------------------------
-# trtexec
-
-
-def trtexec_command(onnx: Path, engine: Path, opts: BuildOptions, profile: Profile,
-                    calibration_cache: Path | None = None) -> list[str]:
-    """The trtexec invocation that builds the same engine (minus calibration, which trtexec reads from a cache)."""
-    cmd = [
-        "trtexec",
-        f"--onnx={onnx}",
-        f"--saveEngine={engine}",
-        f"--minShapes={INPUT}:{shape_str(profile.min)}",
-        f"--optShapes={INPUT}:{shape_str(profile.opt)}",
-        f"--maxShapes={INPUT}:{shape_str(profile.max)}",
-    ]
-    if opts.precision == "fp16":
-        cmd.append("--fp16")
-    elif opts.precision == "int8":
-        cmd += ["--int8", "--fp16"]
-        if calibration_cache is not None:
-            cmd.append(f"--calib={calibration_cache}")
-    if opts.workspace_mb is not None:
-        cmd.append(f"--memPoolSize=workspace:{opts.workspace_mb}")
-    if opts.timing_cache is not None:
-        cmd.append(f"--timingCacheFile={opts.timing_cache}")
-    if opts.dla_core is not None:
-        cmd += [f"--useDLACore={opts.dla_core}", "--allowGPUFallback"]
-    return cmd
-
-
-def describe_trtexec(onnx: Path, engine: Path, opts: BuildOptions, profile: Profile,
-                     calibration_cache: Path | None) -> str:
-    lines = ["equivalent trtexec command:", "  " + shlex.join(trtexec_command(onnx, engine, opts, profile, calibration_cache))]
-    if opts.precision == "int8":
-        lines.append("  (trtexec cannot calibrate from images: it reads the calibration cache this tool writes)")
-    lines.append(f"  then register its engine for the node: {PROG} {shlex.quote(str(onnx))} --adopt {shlex.quote(str(engine))}"
-                 + ("" if opts.precision == "fp16" else f" --precision {opts.precision}"))
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,27 +189,6 @@ def _load_timing_cache(config: trt.IBuilderConfig, path: Path | None, log: Calla
         config.set_timing_cache(config.create_timing_cache(b""), False)
 
 
-def _set_precision(builder: trt.Builder, config: trt.IBuilderConfig, network: trt.INetworkDefinition,
-                   opts: BuildOptions, calibrator: trt.IInt8Calibrator | None, calib_shape: tuple[int, ...] | None,
-                   log: Callable[[str], None]) -> None:
-    if opts.precision == "fp32":
-        return
-    if TRT_VERSION < (11, 0):
-        if not builder.platform_has_fast_fp16:
-            log("warning: this GPU has no fast fp16; the engine may be no faster than fp32")
-        config.set_flag(trt.BuilderFlag.FP16)
-        if opts.precision == "int8" and calibrator is not None and calib_shape is not None:
-            config.set_flag(trt.BuilderFlag.INT8)
-            config.int8_calibrator = calibrator
-            calib_profile = builder.create_optimization_profile()
-            fixed = trt.Dims(list(calib_shape))
-            calib_profile.set_shape(INPUT, fixed, fixed, fixed)
-            if not config.set_calibration_profile(calib_profile):
-                raise BuildError(f"TensorRT rejected the calibration shape {shape_str(calib_shape)}")
-        return
-    raise BuildError(precision_problem(opts.precision, TRT_VERSION) or f"cannot build {opts.precision}")
-
-
 def _use_dla(builder: trt.Builder, config: trt.IBuilderConfig, network: trt.INetworkDefinition, core: int,
              log: Callable[[str], None]) -> None:
     cores = builder.num_DLA_cores
@@ -247,6 +205,24 @@ def _use_dla(builder: trt.Builder, config: trt.IBuilderConfig, network: trt.INet
     log(f"{on_dla} of {network.num_layers} layers can run on DLA core {core}; the rest fall back to the GPU")
 
 
+def _network_and_config(builder: trt.Builder, plan: BuildPlan,
+                        log: Callable[[str], None]) -> tuple[trt.INetworkDefinition, trt.IBuilderConfig]:
+    """The one version branch of the build (the plan came from trt_versions.build_plan)."""
+    if TRT_VERSION >= (10, 0):  # strongly typed: each tensor's type comes from the graph; no precision flags
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        config = builder.create_builder_config()
+    else:  # 8.6: weakly typed, explicit batch, builder flags allow fp16 / the Q/DQ graph's int8
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+        config = builder.create_builder_config()
+        if "FP16" in plan.builder_flags:
+            if not builder.platform_has_fast_fp16:
+                log("warning: this GPU has no fast fp16; the engine may be no faster than fp32")
+            config.set_flag(trt.BuilderFlag.FP16)
+        if "INT8" in plan.builder_flags:
+            config.set_flag(trt.BuilderFlag.INT8)
+    return network, config
+
+
 def build_engine(onnx: str | Path, engine: str | Path | None = None, opts: BuildOptions | None = None,
                  device_index: int = 0, log: Callable[[str], None] = print) -> Path:
     """Build ``onnx`` into an engine (default name: see engine_meta.default_engine_path) and write its metadata."""
@@ -258,83 +234,43 @@ def build_engine(onnx: str | Path, engine: str | Path | None = None, opts: Build
     onnx = Path(onnx)
     if not onnx.is_file():
         raise FileNotFoundError(f"ONNX model {onnx} not found")
-    problem = precision_problem(opts.precision, TRT_VERSION, hasattr(trt, "IInt8EntropyCalibrator2"))
-    if problem:
-        raise UnsupportedTensorRT(problem)
     info = read_model_info(onnx)
-    profile = Profile.parse(opts.shapes)
+    profile = opts.profile(read_sidecar(onnx))
+    plan, kind = plan_for(onnx, opts.precision, opts.calibration, TRT_VERSION)
     rt.set_device(device_index)
     env = rt.runtime_env(device_index)
-    engine_path = Path(engine) if engine is not None else default_engine_path(onnx, env, opts.precision)
+    engine_path = Path(engine) if engine is not None else default_engine_path(onnx, env, plan.precision)
     onnx_sha = sha256_file(onnx)
+    log(f"TensorRT {env.tensorrt_version}: {plan.describe()}")
+    log(activation_memory(onnx, profile.max).describe())
 
-    calib_cache = None
-    if opts.precision == "int8":
-        calib_cache = CalibrationCache(opts.calibration_cache or default_cache_path(onnx, onnx_sha))
-    log(describe_trtexec(onnx, engine_path, opts, profile, calib_cache.path if calib_cache else None))
+    with tempfile.TemporaryDirectory(prefix="drn-trt-graph-") as folder:
+        graph, calib_record = prepare_graph(onnx, plan, kind, (profile.opt[1], profile.opt[2]), Path(folder), opts.calibration,
+                                            opts.calibration_frames, opts.calibration_topic, log)
+        log(describe_trtexec(onnx, graph if graph == onnx else None, engine_path, plan, profile,
+                             opts.workspace_mb, opts.timing_cache, opts.dla_core))
+        logger = rt.trt_logger()
+        builder = trt.Builder(logger)
+        network, config = _network_and_config(builder, plan, log)
+        parser = _parse_onnx(graph, network, logger)
+        inputs, outputs = _check_interface(network, onnx)
+        if opts.workspace_mb is not None:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
+        trt_profile = builder.create_optimization_profile()
+        trt_profile.set_shape(INPUT, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)),
+                              trt.Dims(list(profile.max)))
+        config.add_optimization_profile(trt_profile)
+        _load_timing_cache(config, opts.timing_cache, log)
+        if opts.dla_core is not None:
+            _use_dla(builder, config, network, opts.dla_core, log)
+        graph_record = None if graph == onnx else {"written_from": onnx.name, "sha256": sha256_file(graph)}
 
-    logger = rt.trt_logger()
-    builder = trt.Builder(logger)
-    flags = 0
-    if TRT_VERSION < (10, 0):
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = _parse_onnx(onnx, network, logger)
-    inputs, outputs = _check_interface(network, onnx)
-
-    config = builder.create_builder_config()
-    if opts.workspace_mb is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
-    trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(INPUT, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max)))
-    config.add_optimization_profile(trt_profile)
-    _load_timing_cache(config, opts.timing_cache, log)
-
-    calibrator = None
-    calib_record: dict | None = None
-    calib_shape = None
-    feed = None
-    batches = None
-    if calib_cache is not None:
-        from drn_perception.deploy.calibration import create_entropy_calibrator
-
-        calib_shape = (opts.calibration_batch, profile.opt[1], profile.opt[2], 3)
-        if opts.calibration is not None:
-            frames = open_frames(opts.calibration, height=profile.opt[1], width=profile.opt[2],
-                                 topic=opts.calibration_topic, max_frames=opts.calibration_frames)
-            batches = CalibrationBatches(frames, opts.calibration_batch, profile.opt[1], profile.opt[2])
-            log(f"calibrating on {frames.description}, batches of {shape_str(calib_shape)}")
-        elif calib_cache.exists():
-            log(f"using calibration cache {calib_cache.path}")
-        else:
-            raise CalibrationError(
-                f"--precision int8 needs --calibration DATA (image folder, DATASET:SPLIT, bag, synthetic) or an existing "
-                f"calibration cache ({calib_cache.path} not found)"
-            )
-        feed = CalibrationFeed(batches, rt.DeviceBuffer)
-        calibrator = create_entropy_calibrator(feed, calib_cache, opts.calibration_batch)
-        calib_record = {"source": opts.calibration, "cache": str(calib_cache.path), "batch": opts.calibration_batch}
-
-    _set_precision(builder, config, network, opts, calibrator, calib_shape, log)
-    if opts.dla_core is not None:
-        _use_dla(builder, config, network, opts.dla_core, log)
-
-    log(f"building {engine_path.name} with {env.describe()}, {opts.precision}, shapes {profile} ...")
-    start = time.monotonic()
-    try:
+        log(f"building {engine_path.name} with {env.describe()}, {plan.precision}, shapes {profile} ...")
+        start = time.monotonic()
         serialized = builder.build_serialized_network(network, config)
-    finally:
-        if feed is not None:
-            feed.close()
-    seconds = time.monotonic() - start
-    if feed is not None and feed.error is not None:
-        raise BuildError(f"calibration failed: {feed.error}") from feed.error
+        seconds = time.monotonic() - start
     if serialized is None:
         raise BuildError("TensorRT could not build the engine (see the TensorRT messages above)")
-    if calib_record is not None and batches is not None:
-        calib_record["frames"] = batches.frames_used
-        if batches.frames_used == 0:
-            log("warning: no full calibration batch was fed; TensorRT used the calibration cache, if any")
     atomic_write(engine_path, bytes(memoryview(serialized)))
     if opts.timing_cache is not None:
         atomic_write(opts.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
@@ -344,12 +280,14 @@ def build_engine(onnx: str | Path, engine: str | Path | None = None, opts: Build
         "tool": PROG,
         "time": now_iso(),
         "seconds": round(seconds, 1),
+        "plan": plan.describe(),
+        "graph": graph_record,
         "workspace_mb": opts.workspace_mb,
         "dla_core": opts.dla_core,
         "timing_cache": str(opts.timing_cache) if opts.timing_cache else None,
         "calibration": calib_record,
     }
-    meta = make_meta(env, opts.precision, inputs, outputs, profile, onnx, onnx_sha, engine_path, info, build)
+    meta = make_meta(env, plan.precision, inputs, outputs, profile, onnx, onnx_sha, engine_path, info, build)
     meta.write(engine_path)
     log(f"wrote {engine_path} ({engine_path.stat().st_size / 2**20:.1f} MiB, {seconds:.0f} s) and {engine_path.name}.json")
     return engine_path
@@ -419,20 +357,24 @@ def make_arg_parser() -> argparse.ArgumentParser:
     from drn_perception.cli import Parser  # one-line errors, exit 2
 
     p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("onnx", type=Path, help="ONNX model exported by drn-export (model.json beside it)")
+    p.add_argument("onnx", type=Path, help="ONNX model exported by drn-export (model.json beside it), or the fp16 / "
+                   "int8 Q/DQ graph drn-quantize --target tensorrt wrote")
     p.add_argument("-o", "--output", type=Path,
                    help="engine path (default: <model>.trt<version>.<gpu>.<precision>.engine beside the ONNX model)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp16", help="default: fp16")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="default: the graph's own for an fp16/int8 graph, fp16 for an exported fp32 model")
     p.add_argument("--calibration", metavar="DATA_OR_BAG",
-                   help="int8 calibration frames: image folder, DATASET:SPLIT, list.txt, rosbag2, or synthetic[:N]")
+                   help="int8 from an exported fp32 model: frames the Q/DQ graph is calibrated on (ModelOpt, CPU): "
+                        "image folder, DATASET:SPLIT, list.txt, rosbag2, or synthetic[:N]")
     p.add_argument("--calibration-topic", help="image topic of the calibration bag (default: its only image topic)")
-    p.add_argument("--calibration-frames", type=int, default=DEFAULT_MAX_FRAMES,
-                   help=f"at most this many frames, spread over the source (default {DEFAULT_MAX_FRAMES})")
-    p.add_argument("--calibration-batch", type=int, default=8, help="calibration batch size (default 8)")
-    p.add_argument("--calibration-cache", type=Path,
-                   help="calibration cache file (default: <model>.<sha256[:12]>.calib beside the ONNX model)")
-    p.add_argument("--shapes", default=DEFAULT_SHAPES, metavar="MIN/OPT/MAX",
-                   help=f"NxHxW[x3] of the 'images' profile (default {DEFAULT_SHAPES})")
+    p.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES,
+                   help=f"at most this many frames, spread over the source (default {DEFAULT_CALIBRATION_FRAMES}; "
+                        f"the sources hold up to {DEFAULT_MAX_FRAMES} by default elsewhere)")
+    p.add_argument("--sizes", metavar="HxW[,HxW]",
+                   help="network input sizes the cameras give (default: the model's size from its sidecar)")
+    p.add_argument("--cameras", type=int, default=1, help="cameras batched together: the profile's batch (default 1)")
+    p.add_argument("--shapes", metavar="MIN/OPT/MAX",
+                   help=f"the whole profile, NxHxW[x3] each, e.g. {EXAMPLE_SHAPES} (instead of --sizes/--cameras)")
     p.add_argument("--workspace", type=int, metavar="MB", help="builder workspace limit in MiB (default: TensorRT's)")
     p.add_argument("--timing-cache", type=Path, metavar="FILE", help="read and update this timing cache (faster rebuilds)")
     p.add_argument("--dla-core", type=int, metavar="N", help="put what the DLA can run on DLA core N (Jetson; fp16/int8)")
@@ -446,6 +388,38 @@ def make_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _print_trtexec(args, opts: BuildOptions, profile: Profile, device_index: int) -> None:
+    try:
+        require_tensorrt()
+    except BackendUnavailable:
+        # Printing a command needs no TensorRT: print it for each typing (8.6 and 10+).
+        versions: list[tuple[int, ...]] = [(8, 6), (10, 3)]
+        print(f"{PROG}: note: TensorRT is not importable here: the commands for TensorRT 8.6 and for 10/11 follow; "
+              "the default engine name carries the version and GPU, so pass -o to choose one", file=sys.stderr)
+        env = None
+    else:
+        from drn_perception.inference import tensorrt_backend as rt
+
+        versions = [TRT_VERSION]
+        env = rt.runtime_env(device_index)
+    for version in versions:
+        label = matrix_line(version) if env is not None else ("8.6" if version < (10, 0) else "10.x and 11.x")
+        try:
+            plan, kind = plan_for(args.onnx, opts.precision, opts.calibration, version)
+        except ValueError as exc:
+            if env is not None:
+                raise
+            print(f"TensorRT {label}: not this graph: {exc}")
+            continue
+        engine = args.output
+        if engine is None:
+            engine = (default_engine_path(args.onnx, env, plan.precision) if env is not None
+                      else args.onnx.with_name(f"{args.onnx.stem}.{plan.precision}.engine"))
+        print(f"TensorRT {label}:")
+        print(describe_trtexec(args.onnx, args.onnx if kind != "fp32" or plan.graph == "fp32" else None, engine,
+                               plan, profile, opts.workspace_mb, opts.timing_cache, opts.dla_core))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_arg_parser().parse_args(argv)
     if args.check:
@@ -453,10 +427,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_check(args.onnx, f"{PROG} --check")
     opts = BuildOptions(
-        precision=args.precision, shapes=args.shapes, workspace_mb=args.workspace, timing_cache=args.timing_cache,
-        dla_core=args.dla_core, calibration=args.calibration, calibration_topic=args.calibration_topic,
-        calibration_frames=args.calibration_frames, calibration_batch=args.calibration_batch,
-        calibration_cache=args.calibration_cache,
+        precision=args.precision, shapes=args.shapes, sizes=args.sizes, cameras=args.cameras,
+        workspace_mb=args.workspace, timing_cache=args.timing_cache, dla_core=args.dla_core,
+        calibration=args.calibration, calibration_topic=args.calibration_topic,
+        calibration_frames=args.calibration_frames,
     )
     try:
         device_index = parse_cuda_device(args.device)
@@ -464,30 +438,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.onnx.is_file():
             raise FileNotFoundError(f"ONNX model {args.onnx} not found")
         info = read_model_info(args.onnx)
-        profile = Profile.parse(opts.shapes)
+        profile = opts.profile(read_sidecar(args.onnx))
         if args.trtexec_only:
-            engine = args.output
-            if engine is None:
-                try:
-                    require_tensorrt()
-                except BackendUnavailable:
-                    # Printing a command needs no TensorRT; the default name carries the TensorRT
-                    # version and GPU, which only this machine's TensorRT can tell.
-                    engine = args.onnx.with_name(f"{args.onnx.stem}.{opts.precision}.engine")
-                    print(f"{PROG}: note: TensorRT is not importable here, so the engine is named {engine} "
-                          "(its default name carries the TensorRT version and GPU); pass -o to choose one",
-                          file=sys.stderr)
-                else:
-                    from drn_perception.inference import tensorrt_backend as rt
-
-                    engine = default_engine_path(args.onnx, rt.runtime_env(device_index), opts.precision)
-            cache = None
-            if opts.precision == "int8":
-                cache = opts.calibration_cache or default_cache_path(args.onnx, sha256_file(args.onnx))
-            print(describe_trtexec(args.onnx, engine, opts, profile, cache))
+            _print_trtexec(args, opts, profile, device_index)
             return 0
         if args.adopt is not None:
-            adopt_engine(args.onnx, args.adopt, opts.precision, device_index)
+            kind = graph_kind(args.onnx)[0]
+            adopt_engine(args.onnx, args.adopt, opts.precision or ("fp16" if kind == "fp32" else kind), device_index)
         else:
             build_engine(args.onnx, args.output, opts, device_index)
     except (BackendUnavailable, FileNotFoundError, ValueError) as exc:  # CalibrationError is a ValueError
@@ -496,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError) as exc:  # BuildError, EngineError, CudaError
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
-    except ImportError as exc:  # cuda-python missing while tensorrt is there
-        print(f"{PROG}: error: {exc.msg}; install cuda-python matching your CUDA version", file=sys.stderr)
+    except ImportError as exc:  # cuda-python or ModelOpt missing while tensorrt is there
+        print(f"{PROG}: error: {exc.msg}", file=sys.stderr)
         return 2
     return 0
 

@@ -26,22 +26,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
 
-from drn_perception.inference.base import BackendUnavailable
+from drn_perception.inference.trt_versions import (  # noqa: F401 - the version rules, re-exported
+    PRECISIONS,
+    UnsupportedTensorRT,
+    check_tensorrt_version,
+    parse_trt_version,
+)
+from drn_perception.inference.trt_profile import (  # noqa: F401 - re-exported
+    EXAMPLE_SHAPES,
+    MIN_SIDE,
+    Profile,
+    Shape,
+    batch_chunks,
+    shape_str,
+)
 from drn_perception.model_info import ModelInfo, sha256_file, sidecar_path
 
 META_FORMAT = 1
-MIN_TENSORRT = (8, 5)
-# TensorRT 11 removed the implicit-quantization API (BuilderFlag.INT8/FP16, INT8 calibrators):
-# networks are strongly typed there, precision comes from the ONNX model's own types.
-WEAK_TYPING_REMOVED = (11, 0)
-PRECISIONS = ("fp32", "fp16", "int8")
 BUILD_POLICIES = ("never", "if_missing", "if_stale")
 INPUT = "images"
 LABELS = "labels"
 CONFIDENCE = "confidence"
-# Batch 1..4, from 256x512 up to 1024x2048, tuned for 512x1024 frames.
-DEFAULT_SHAPES = "1x256x512x3/1x512x1024x3/4x1024x2048x3"
-MIN_SIDE = 8  # smallest profile height/width: one pixel at the network's output stride
 ENGINE_SUFFIX = ".engine"
 _DEFAULT_NAME = re.compile(
     r"^(?P<stem>.+)\.trt(?P<trt>\d+\.\d+\.\d+)\.(?P<gpu>[a-z0-9-]+)\.(?P<precision>fp32|fp16|int8)\.(engine|plan)$"
@@ -54,10 +59,6 @@ class EngineError(RuntimeError):
 
 class EngineMismatch(EngineError):
     """The engine was built for another TensorRT version, GPU or ONNX model."""
-
-
-class UnsupportedTensorRT(BackendUnavailable):
-    """The installed TensorRT is older than 8.5 or cannot do what was asked."""
 
 
 class EngineBuildNeeded(EngineError):
@@ -79,48 +80,6 @@ class EngineBuildNeeded(EngineError):
 
 # ---------------------------------------------------------------------------------------------
 # Versions and the machine
-
-
-def parse_trt_version(text: str) -> tuple[int, ...]:
-    """"10.3.0.30" -> (10, 3, 0, 30). Raises ValueError for anything else."""
-    parts = str(text).strip().split(".")
-    try:
-        version = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"not a TensorRT version: {text!r}") from None
-    if len(version) < 2:
-        raise ValueError(f"not a TensorRT version: {text!r}")
-    return version
-
-
-def check_tensorrt_version(text: str) -> tuple[int, ...]:
-    """The parsed version, or UnsupportedTensorRT for versions before 8.5."""
-    version = parse_trt_version(text)
-    if version[:2] < MIN_TENSORRT:
-        raise UnsupportedTensorRT(
-            f"TensorRT {text} is too old: drn_perception needs TensorRT 8.5 or newer (JetPack 5.1+, "
-            "or a current x86 release); on older systems use the onnxruntime backend with the .onnx model"
-        )
-    return version
-
-
-def precision_problem(precision: str, version: tuple[int, ...], has_calibrator: bool = True) -> str | None:
-    """Why the installed TensorRT cannot build ``precision``, or None."""
-    if precision not in PRECISIONS:
-        return f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}"
-    dotted = ".".join(map(str, version))
-    if precision != "fp32" and version >= WEAK_TYPING_REMOVED:
-        return (
-            f"--precision {precision} needs the builder precision flags, which TensorRT {dotted} no longer has "
-            "(networks are strongly typed since TensorRT 11): build fp32, or give TensorRT an ONNX model "
-            "that is already fp16/quantized"
-        )
-    if precision == "int8" and not has_calibrator:
-        return (
-            f"--precision int8 needs TensorRT's implicit INT8 calibration (IInt8EntropyCalibrator2), which "
-            f"TensorRT {dotted} does not provide; use --precision fp16"
-        )
-    return None
 
 
 def version_tag(tensorrt_version: str) -> str:
@@ -179,87 +138,6 @@ def parse_cuda_device(device: str) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Optimisation profile
-
-
-Shape = tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Min/opt/max NHWC shapes of the "images" input."""
-
-    min: Shape
-    opt: Shape
-    max: Shape
-
-    @classmethod
-    def parse(cls, text: str) -> "Profile":
-        """"1x256x512x3/1x512x1024x3/4x1024x2048x3" (the x3 may be left out) -> Profile.
-
-        Any H, W of at least MIN_SIDE: the exported graph runs every size and crops to it.
-        """
-        parts = str(text).strip().split("/")
-        if len(parts) != 3:
-            raise ValueError(f"--shapes needs MIN/OPT/MAX, e.g. {DEFAULT_SHAPES}; got {text!r}")
-        shapes = []
-        for part in parts:
-            try:
-                dims = tuple(int(d) for d in part.lower().split("x"))
-            except ValueError:
-                raise ValueError(f"--shapes: {part!r} is not NxHxW or NxHxWx3 (in {text!r})") from None
-            if len(dims) == 3:
-                dims = dims + (3,)
-            if len(dims) != 4 or dims[3] != 3:
-                raise ValueError(f"--shapes: {part!r} is not NxHxW or NxHxWx3 (in {text!r})")
-            if min(dims) <= 0:
-                raise ValueError(f"--shapes: {part!r} has a dimension <= 0")
-            if dims[1] < MIN_SIDE or dims[2] < MIN_SIDE:
-                raise ValueError(f"--shapes: height and width must be at least {MIN_SIDE}, got {part!r}")
-            shapes.append((dims[0], dims[1], dims[2], dims[3]))
-        lo, opt, hi = shapes
-        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
-            raise ValueError(f"--shapes: need MIN <= OPT <= MAX in every dimension, got {text!r}")
-        return cls(lo, opt, hi)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Profile":
-        def shape(v) -> Shape:
-            dims = tuple(int(x) for x in v)
-            if len(dims) != 4:
-                raise ValueError(f"profile shape {v!r} is not NHWC")
-            return (dims[0], dims[1], dims[2], dims[3])
-
-        return cls(shape(d["min"]), shape(d["opt"]), shape(d["max"]))
-
-    def to_dict(self) -> dict:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    def __str__(self) -> str:
-        return "/".join(shape_str(s) for s in (self.min, self.opt, self.max))
-
-    def violation(self, shape: tuple[int, ...]) -> str | None:
-        """Why an (N, H, W, 3) batch cannot run on this profile (batches above max N are split by the caller)."""
-        n, h, w = shape[0], shape[1], shape[2]
-        if n < self.min[0]:
-            return f"batch of {n} is below the engine's minimum batch {self.min[0]}"
-        for name, value, lo, hi in (("height", h, self.min[1], self.max[1]), ("width", w, self.min[2], self.max[2])):
-            if not lo <= value <= hi:
-                return (
-                    f"image {name} {value} is outside the engine's profile ({lo}..{hi}, shapes {self}); "
-                    "rebuild the engine with drn-build-engine --shapes MIN/OPT/MAX covering this size"
-                )
-        return None
-
-
-def shape_str(shape: tuple[int, ...]) -> str:
-    return "x".join(str(int(d)) for d in shape)
-
-
-def batch_chunks(n: int, max_batch: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges that split a batch of ``n`` into pieces of at most ``max_batch``."""
-    if n < 0 or max_batch < 1:
-        raise ValueError(f"cannot split a batch of {n} into pieces of {max_batch}")
-    return [(a, min(a + max_batch, n)) for a in range(0, n, max_batch)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,11 +340,11 @@ class BuildRequest:
     """How to rebuild an engine: the options of the build it replaces, where known."""
 
     precision: str = "fp16"
-    shapes: str = DEFAULT_SHAPES
+    shapes: str | None = None  # None: drn-build-engine's default profile (the model's size, one camera)
     workspace_mb: int | None = None
     dla_core: int | None = None
     timing_cache: str | None = None
-    calibration_cache: str | None = None
+    calibration: str | None = None  # int8 from an exported fp32 graph: where the Q/DQ graph's frames came from
 
     @classmethod
     def like(cls, engine_path: Path, meta: EngineMeta | None) -> "BuildRequest":
@@ -474,15 +352,15 @@ class BuildRequest:
             b = meta.build
             calib = b.get("calibration") or {}
             return cls(meta.precision, str(meta.profile), b.get("workspace_mb"), b.get("dla_core"),
-                       b.get("timing_cache"), calib.get("cache"))
+                       b.get("timing_cache"), calib.get("source"))
         parts = parse_engine_name(engine_path)
         return cls(precision=parts["precision"]) if parts else cls()
 
     def argv(self) -> list[str]:
         """These options as drn-build-engine arguments."""
-        args = ["--precision", self.precision, "--shapes", self.shapes]
-        for flag, value in (("--workspace", self.workspace_mb), ("--dla-core", self.dla_core),
-                            ("--timing-cache", self.timing_cache), ("--calibration-cache", self.calibration_cache)):
+        args = ["--precision", self.precision]
+        for flag, value in (("--shapes", self.shapes), ("--workspace", self.workspace_mb), ("--dla-core", self.dla_core),
+                            ("--timing-cache", self.timing_cache), ("--calibration", self.calibration)):
             if value is not None:
                 args += [flag, str(value)]
         return args
