@@ -24,7 +24,7 @@ import numpy as np
 
 from drn_perception import cli
 from drn_perception.cli import UserError
-from drn_perception.training.train import add_dataset_args, build_dataset, eval_classes, resolve_dataset_kind
+from drn_perception.training.datasets import add_dataset_args, build_dataset, eval_classes, resolve_dataset_kind
 
 # Scenes of this size when the model records no training size (drn-train's own default).
 FALLBACK_SYNTHETIC_SIZE = (256, 512)
