@@ -118,9 +118,14 @@ def vision_msgs():
 
 
 # ------------------------------------------------------------------ in-process geometry
-def test_depth_on_the_mask_grid_and_points_match_the_geometry():
+@pytest.mark.parametrize("band_rows", [0, 7])  # 0: the default band (the whole 48-row frame); 7: 7 bands
+def test_depth_on_the_mask_grid_and_points_match_the_geometry(band_rows, monkeypatch):
     from drn_perception.ros import depth as dp
+    from drn_perception.ros import pointcloud
     from drn_perception.ros.pointcloud import CloudBuilder
+
+    if band_rows:
+        monkeypatch.setattr(pointcloud, "BAND_PIXELS", band_rows * W)
 
     z_true, k = scene_depth(H, W)
     labels = np.random.default_rng(0).integers(0, 19, (H, W), dtype=np.uint8)
@@ -134,8 +139,9 @@ def test_depth_on_the_mask_grid_and_points_match_the_geometry():
         view = dp.depth_view(msg)
         k_mask = dp.intrinsics(info_msg(h, w, k_img), H, W, view.shape)
         np.testing.assert_allclose(k_mask, k)
-        z = dp.to_metres(dp.on_grid(view, H, W))
-        data = CloudBuilder().organized(z, k_mask, labels, conf)
+        depth = dp.on_grid(view, H, W)
+        z = dp.to_metres(depth)
+        data = CloudBuilder().organized(depth, k_mask, labels, conf)
         pts = np.frombuffer(data, np.dtype({"names": ["x", "y", "z", "l", "c"], "formats": ["<f4"] * 3 + ["u1"] * 2,
                                              "offsets": [0, 4, 8, 12, 13], "itemsize": 16})).reshape(H, W)
         xyz = np.dstack([pts["x"], pts["y"], pts["z"]]).astype(np.float64)
@@ -167,6 +173,7 @@ def test_selected_cloud_keeps_only_the_listed_classes_with_depth():
     keep[[1, 4]] = True
     builder = CloudBuilder()
     full = np.frombuffer(builder.organized(z, k, labels, conf, rgb), np.uint8).reshape(H * W, 20)
+    assert np.isnan(z).any()  # float32 metres: the sky
     data, n = builder.selected(z, k, labels, conf, keep, rgb)
     picked = np.isin(labels, [1, 4]) & np.isfinite(z)
     assert n == picked.sum() > 0

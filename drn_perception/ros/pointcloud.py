@@ -25,12 +25,15 @@ import sys
 import cv2
 import numpy as np
 
+from drn_perception.ros.depth import to_metres as depth_to_metres
+
 FLOAT32, UINT8 = 7, 2  # sensor_msgs/PointField datatypes
 # (name, offset, datatype)
 FIELDS = (("x", 0, FLOAT32), ("y", 4, FLOAT32), ("z", 8, FLOAT32), ("label", 12, UINT8), ("confidence", 13, UINT8))
 RGB_FIELD = ("rgb", 16, FLOAT32)
 _LITTLE = sys.byteorder == "little"
 _FIELD_MSGS: dict = {}  # (PointCloud2 class, rgb) -> its PointField list
+BAND_PIXELS = 65536  # pixels per band of CloudBuilder.organized: ~1.3 MiB of planes (fastest of 8k-256k here)
 
 
 def point_step(rgb: bool) -> int:
@@ -85,33 +88,40 @@ class CloudBuilder:
             self._factors_key, self._factors = key, ray_factors(*intrinsics, height, width)
         return self._factors
 
-    def organized(self, z: np.ndarray, intrinsics, labels: np.ndarray, confidence: np.ndarray,
+    def organized(self, depth: np.ndarray, intrinsics, labels: np.ndarray, confidence: np.ndarray,
                   rgb: np.ndarray | None = None) -> array.array:
-        """Point bytes of the organized cloud: ``z`` float32 (H, W) metres (NaN = invalid), the
-        (fx, fy, cx, cy) of that grid, uint8 labels and confidence (H, W), optional RGB (H, W, 3)."""
-        h, w = z.shape
+        """Point bytes of the organized cloud: ``depth`` (H, W) on the mask's grid (uint16 mm or float32
+        m, as depth.to_metres reads), the (fx, fy, cx, cy) of that grid, uint8 labels and confidence
+        (H, W), optional RGB (H, W, 3). Made in bands of rows whose planes stay in the CPU's cache, so
+        memory sees little more than the depth read and the cloud written once."""
+        h, w = depth.shape
         cols, rows = self._factors_for(intrinsics, h, w)
         channels = 5 if rgb is not None else 4
+        band = max(1, min(h, BAND_PIXELS // w))
         key = (h, w, channels)
         if key != self._key:
             self._key = key
-            self._planes = [np.empty((h, w), np.float32) for _ in range(2)] + [
-                np.empty((h, w), np.uint32) for _ in range(channels - 3)]
+            self._planes = [np.empty((band, w), np.float32) for _ in range(3)] + [
+                np.empty((band, w), np.uint32) for _ in range(channels - 3)]
             # array.array * n allocates and fills n bytes with memcpy; every byte is rewritten below
             self._out = array.array("B", b"\0") * (h * w * 4 * channels)
-        x, y, *words = self._planes
-        np.multiply(z, cols[None, :], out=x)
-        np.multiply(z, rows[:, None], out=y)
-        packed = words[0]
-        # label | confidence << 8 as a uint16 (one interleave of two uint8 planes), widened to uint32
-        packed[...] = cv2.merge([labels, confidence]).view(np.uint16)[..., 0] if _LITTLE else (
-            (confidence.astype(np.uint32) << 8) | labels)
-        planes = [x, y, z, packed]
-        if rgb is not None:
-            words[1][...] = pack_rgb(rgb)
-            planes.append(words[1])
         out = np.frombuffer(self._out, np.int32).reshape(h, w, channels)
-        cv2.merge([p.view(np.int32) for p in planes], dst=out)
+        for r0 in range(0, h, band):
+            r1 = min(h, r0 + band)
+            n = r1 - r0
+            x, y, z, *words = (p[:n] for p in self._planes)
+            depth_to_metres(depth[r0:r1], out=z)
+            np.multiply(z, cols[None, :], out=x)
+            np.multiply(z, rows[r0:r1, None], out=y)
+            packed = words[0]
+            # label | confidence << 8 as a uint16 (one interleave of two uint8 planes), widened to uint32
+            packed[...] = cv2.merge([labels[r0:r1], confidence[r0:r1]]).view(np.uint16)[..., 0] if _LITTLE else (
+                (confidence[r0:r1].astype(np.uint32) << 8) | labels[r0:r1])
+            planes = [x, y, z, packed]
+            if rgb is not None:
+                words[1][...] = pack_rgb(rgb[r0:r1])
+                planes.append(words[1])
+            cv2.merge([p.view(np.int32) for p in planes], dst=out[r0:r1])
         return self._out
 
     def selected(self, z: np.ndarray, intrinsics, labels: np.ndarray, confidence: np.ndarray,

@@ -166,12 +166,13 @@ class SemanticCloud:
         h, w = mask.shape
         view = dp.depth_view(depth_msg)
         k = dp.intrinsics(info, h, w, view.shape)
-        z = dp.to_metres(dp.on_grid(view, h, w), out=self.builder.z_buffer(h, w))
+        depth = dp.on_grid(view, h, w)
         confidence = mono8_confidence(confidence)  # drn/confidence's values
         points = obstacles = None
         if organized:
-            points = cloud_msg(header, h, w, self.builder.organized(z, k, mask, confidence, rgb), rgb is not None)
+            points = cloud_msg(header, h, w, self.builder.organized(depth, k, mask, confidence, rgb), rgb is not None)
         if selected:
+            z = dp.to_metres(depth, out=self.builder.z_buffer(h, w))
             data, n = self.builder.selected(z, k, mask, confidence, self.keep, rgb)
             obstacles = cloud_msg(header, 1, n, data, rgb is not None)
         return points, obstacles
