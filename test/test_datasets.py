@@ -1,6 +1,7 @@
 """Dataset readers on small generated folders (list layout and native Cityscapes layout),
 the reference augmentation, and the synthetic-scene dataset."""
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -304,3 +305,24 @@ def test_every_label_is_checked_when_read_not_only_the_sample(tmp_path):
     ds = list_dataset(root, "train", num_classes=19)  # the sample passes
     with pytest.raises(DatasetError, match=rf"label .*labels/{victim}\.png holds ids 33 outside"):
         ds[victim]
+
+
+def test_the_cache_fingerprint_covers_every_module_of_the_generator():
+    """Cached scenes are keyed by a hash of the generator's modules: every package module the
+    generator imports must be hashed, or a change there would reuse stale scenes."""
+    import ast
+    import importlib
+
+    from drn_perception.data.synthetic_dataset import GENERATOR_MODULES, generator_fingerprint
+
+    seen, todo = set(), ["drn_perception.data.synthetic"]
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        tree = ast.parse(Path(importlib.import_module(name).__file__).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("drn_perception"):
+                if node.module not in seen:
+                    todo.append(node.module)
+    assert seen <= set(GENERATOR_MODULES), seen - set(GENERATOR_MODULES)
+    assert len(generator_fingerprint()) == 12

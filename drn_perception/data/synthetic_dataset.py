@@ -10,6 +10,7 @@ an old cache).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import sys
 import tempfile
@@ -34,11 +35,16 @@ def split_seed(split: str, index: int) -> int:
         raise ValueError(f"unknown synthetic split {split!r}; choose {', '.join(SPLIT_SEEDS)}") from None
 
 
-def generator_fingerprint() -> str:
-    """Short hash of the generator's source: part of every cache file name."""
-    from drn_perception.data import synthetic
+# The scene generator's modules: a change to any of them is a new generator.
+GENERATOR_MODULES = ("drn_perception.data.synthetic", "drn_perception.data.synthetic_objects")
 
-    return hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:12]
+
+def generator_fingerprint() -> str:
+    """Short hash of the generator's source (every module of it): part of every cache file name."""
+    digest = hashlib.sha256()
+    for name in GENERATOR_MODULES:
+        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _generate(args):
