@@ -35,19 +35,20 @@ fi
 # The generators and CMake modules of the venv's own ROS distro, pinned to the ROS wheels it has
 # (Kilted's packages carry no distro prefix; Jazzy's rclpy is 7.x and its meta wheels are ros-jazzy-*).
 case $rclpy in
-    7.*) prefix=ros-jazzy- ;;
-    *) prefix=ros- ;;
+    7.*) prefix=ros-jazzy- cmake_ros=(ros-jazzy-ament-cmake-ros ros-jazzy-ament-cmake-gmock
+                                      ros-jazzy-ament-cmake-gtest ros-jazzy-ament-cmake-pytest) ;;
+    *) prefix=ros- cmake_ros=(ros-ament-cmake-ros-core) ;;
 esac
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 "$py" -m pip freeze --disable-pip-version-check | grep -i '^ros-' > "$constraints" || true
 echo "build_vision_msgs: rosidl generators for rclpy $rclpy into $venv"
+# (the typesupport generators need ament_cmake_ros: Kilted split its core out; Jazzy's whole one finds
+# the gtest/gmock/pytest CMake modules too, which its meta wheel does not bring)
 "$py" -m pip install --quiet --disable-pip-version-check -c "$constraints" catkin_pkg \
     "${prefix}rosidl-default-generators" "${prefix}ament-cmake" "${prefix}ament-package" \
-    "${prefix}ament-cmake-include-directories" "${prefix}rosidl-core-generators" "${prefix}python-cmake-module"
-if [ "$prefix" = ros- ]; then  # Kilted's ament_cmake_ros_core (Jazzy has none; its generators do without)
-    "$py" -m pip install --quiet --disable-pip-version-check -c "$constraints" ros-ament-cmake-ros-core
-fi
+    "${prefix}ament-cmake-include-directories" "${prefix}rosidl-core-generators" "${prefix}python-cmake-module" \
+    "${cmake_ros[@]}" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
 
 prefix_dir=$(cd "$venv" && pwd)
 build=build/vision_msgs-$(basename "$prefix_dir")
