@@ -7,10 +7,9 @@ mask's grid (nearest pixel centre) and the intrinsics are scaled the same way.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from drn_perception.ros.conversions import INTER_LABELS, FrameError, _buffer
+from drn_perception.ros.conversions import FrameError, _buffer, _inter_labels, opencv
 
 ENCODINGS = {"16UC1": np.dtype(np.uint16), "mono16": np.dtype(np.uint16), "32FC1": np.dtype(np.float32)}
 _NAN_BITS = np.uint32(0x7FC00000)  # a float32's exponent all ones and a mantissa bit: NaN
@@ -52,7 +51,8 @@ def on_grid(depth: np.ndarray, height: int, width: int) -> np.ndarray:
     if depth.shape == (height, width):
         return depth
     native = depth.astype(depth.dtype.newbyteorder("="), copy=False)
-    return cv2.resize(native, (width, height), interpolation=INTER_LABELS)
+    cv2 = opencv()
+    return cv2.resize(native, (width, height), interpolation=_inter_labels(cv2))
 
 
 def intrinsics(info, height: int, width: int, depth_shape: tuple) -> tuple[float, float, float, float]:

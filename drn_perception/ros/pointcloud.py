@@ -22,8 +22,9 @@ from __future__ import annotations
 import array
 import sys
 
-import cv2
 import numpy as np
+
+from drn_perception.ros.conversions import opencv  # cv2 on first use (a broken OpenCV must not stop the node saying why)
 
 from drn_perception.ros.depth import to_metres as depth_to_metres
 
@@ -54,14 +55,14 @@ def ray_factors(fx: float, fy: float, cx: float, cy: float, height: int, width: 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W) uint32 0xFFRRGGBB, PCL's packed rgb (bytes b, g, r, a=255, what
     pcl::PointXYZRGB holds; rviz2 and PCL read the float32 field by its bits), in one pass."""
-    bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
+    bgra = opencv().cvtColor(np.ascontiguousarray(rgb), opencv().COLOR_RGB2BGRA)
     return bgra.view(np.uint32 if _LITTLE else "<u4")[..., 0]
 
 
 def mono8_confidence(confidence: np.ndarray) -> np.ndarray:
     """float confidence 0..1 -> uint8 0..255 in one pass: conversions.confidence_to_mono8's values (the
     same float32 product, round half to even, saturation), 3-5x faster."""
-    return cv2.convertScaleAbs(confidence, alpha=255.0)
+    return opencv().convertScaleAbs(confidence, alpha=255.0)
 
 
 class CloudBuilder:
@@ -115,13 +116,13 @@ class CloudBuilder:
             np.multiply(z, rows[r0:r1, None], out=y)
             packed = words[0]
             # label | confidence << 8 as a uint16 (one interleave of two uint8 planes), widened to uint32
-            packed[...] = cv2.merge([labels[r0:r1], confidence[r0:r1]]).view(np.uint16)[..., 0] if _LITTLE else (
+            packed[...] = opencv().merge([labels[r0:r1], confidence[r0:r1]]).view(np.uint16)[..., 0] if _LITTLE else (
                 (confidence[r0:r1].astype(np.uint32) << 8) | labels[r0:r1])
             planes = [x, y, z, packed]
             if rgb is not None:
                 words[1][...] = pack_rgb(rgb[r0:r1])
                 planes.append(words[1])
-            cv2.merge([p.view(np.int32) for p in planes], dst=out[r0:r1])
+            opencv().merge([p.view(np.int32) for p in planes], dst=out[r0:r1])
         return self._out
 
     def selected(self, z: np.ndarray, intrinsics, labels: np.ndarray, confidence: np.ndarray,
@@ -142,7 +143,7 @@ class CloudBuilder:
             planes.append(pack_rgb(rgb.reshape(-1, 1, 3)[idx]).reshape(-1))
         out = array.array("B", b"\0") * (n * 4 * len(planes))
         if n:
-            cv2.merge([np.ascontiguousarray(p).view(np.int32).reshape(n, 1) for p in planes],
+            opencv().merge([np.ascontiguousarray(p).view(np.int32).reshape(n, 1) for p in planes],
                       dst=np.frombuffer(out, np.int32).reshape(n, 1, len(planes)))
         return out, n
 
