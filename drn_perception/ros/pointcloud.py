@@ -55,7 +55,8 @@ def ray_factors(fx: float, fy: float, cx: float, cy: float, height: int, width: 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W) uint32 0xFFRRGGBB, PCL's packed rgb (bytes b, g, r, a=255, what
     pcl::PointXYZRGB holds; rviz2 and PCL read the float32 field by its bits), in one pass."""
-    bgra = opencv().cvtColor(np.ascontiguousarray(rgb), opencv().COLOR_RGB2BGRA)
+    cv2 = opencv()
+    bgra = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA)
     return bgra.view(np.uint32 if _LITTLE else "<u4")[..., 0]
 
 
@@ -76,6 +77,7 @@ class CloudBuilder:
         self._factors_key = None
         self._factors = None
         self._z = None
+        self._zeros = None
 
     def z_buffer(self, height: int, width: int) -> np.ndarray:
         """A float32 (height, width) scratch plane for the depth in metres, kept between frames."""
@@ -104,9 +106,11 @@ class CloudBuilder:
             self._key = key
             self._planes = [np.empty((band, w), np.float32) for _ in range(3)] + [
                 np.empty((band, w), np.uint32) for _ in range(channels - 3)]
+            self._zeros = np.zeros((band, w), np.uint8)
             # array.array * n allocates and fills n bytes with memcpy; every byte is rewritten below
             self._out = array.array("B", b"\0") * (h * w * 4 * channels)
         out = np.frombuffer(self._out, np.int32).reshape(h, w, channels)
+        cv2 = opencv()
         for r0 in range(0, h, band):
             r1 = min(h, r0 + band)
             n = r1 - r0
@@ -115,14 +119,16 @@ class CloudBuilder:
             np.multiply(z, cols[None, :], out=x)
             np.multiply(z, rows[r0:r1, None], out=y)
             packed = words[0]
-            # label | confidence << 8 as a uint16 (one interleave of two uint8 planes), widened to uint32
-            packed[...] = opencv().merge([labels[r0:r1], confidence[r0:r1]]).view(np.uint16)[..., 0] if _LITTLE else (
-                (confidence[r0:r1].astype(np.uint32) << 8) | labels[r0:r1])
+            if _LITTLE:  # the word's bytes: label, confidence, 0, 0 (one interleave of four uint8 planes)
+                zeros = self._zeros[:n]
+                cv2.merge([labels[r0:r1], confidence[r0:r1], zeros, zeros], dst=packed.view(np.uint8).reshape(n, w, 4))
+            else:
+                packed[...] = (confidence[r0:r1].astype(np.uint32) << 8) | labels[r0:r1]
             planes = [x, y, z, packed]
             if rgb is not None:
                 words[1][...] = pack_rgb(rgb[r0:r1])
                 planes.append(words[1])
-            opencv().merge([p.view(np.int32) for p in planes], dst=out[r0:r1])
+            cv2.merge([p.view(np.int32) for p in planes], dst=out[r0:r1])
         return self._out
 
     def selected(self, z: np.ndarray, intrinsics, labels: np.ndarray, confidence: np.ndarray,
