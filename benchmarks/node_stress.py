@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "test"), str(REPO)]
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
-for _variable in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):  # Fast DDS 3.x, 2.x
-    os.environ.setdefault(_variable, str(REPO / "config" / "fastdds_large_images.xml"))
+from drn_perception.ros.distros import dds_profile_environment  # noqa: E402 - Fast DDS 2.x or 3.x's variable
+
+os.environ.update(dds_profile_environment(os.environ, str(REPO / "config" / "fastdds_large_images.xml")))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

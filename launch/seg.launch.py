@@ -113,8 +113,8 @@ def generate_launch_description():
             description="Fast DDS XML profile for seg_node (FASTDDS_DEFAULT_PROFILES_FILE, or Fast DDS 2.x's "
                         "FASTRTPS_DEFAULT_PROFILES_FILE); default: the one set in the environment, else "
                         + os.path.join(share, "config", "fastdds_large_images.xml")),
-        # Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_..., 3.x (Kilted) FASTDDS_...: set both.
+        # Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_..., 3.x (Kilted) FASTDDS_... (and warns about the
+        # 2.x name): seg_node sets the name its own Fast DDS reads from this one (ros/distros.py).
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile")),
-        SetEnvironmentVariable("FASTRTPS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile")),
         OpaqueFunction(function=_node),
     ])

@@ -8,11 +8,14 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(10
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 # Fast DDS's 512 KiB shared-memory segment silently loses best-effort samples larger than it
 # (a 1024x512 rgb8 frame); in LOCALHOST mode FASTDDS_BUILTIN_TRANSPORTS is ignored, so the
-# suite uses the same XML profile seg.launch.py sets (measurements in docs/node.md), under both
-# names Fast DDS reads it by: FASTRTPS_ (2.x: Humble, Jazzy) and FASTDDS_ (3.x: Kilted).
+# suite uses the same XML profile seg.launch.py sets (measurements in docs/node.md), under the
+# name this Fast DDS reads it by: FASTRTPS_ (2.x: Humble, Jazzy) or FASTDDS_ (3.x: Kilted).
+from drn_perception.ros.distros import dds_profile_environment  # noqa: E402 - imports no rclpy
+
 for _variable in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):
-    os.environ[_variable] = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "fastdds_large_images.xml")
+    os.environ.pop(_variable, None)
+os.environ.update(dds_profile_environment(os.environ, os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "fastdds_large_images.xml")))
 
 import pytest  # noqa: E402
 

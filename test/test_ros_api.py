@@ -68,3 +68,39 @@ def test_a_version_branch_is_checked_against_the_development_api_only(dev):
     source = "import rclpy\nif TAKES:\n    rclpy.try_shutdown(uninstall_handlers=False)\nelse:\n    rclpy.try_shutdown()\n"
     assert not check_source(source, "x.py", load_api("humble"), dev, set(), {"TAKES"})
     assert check_source(source.replace("False", "False, nope=1"), "x.py", load_api("humble"), dev, set(), {"TAKES"})
+
+
+@pytest.mark.parametrize("environ, generation", [
+    ({"ROS_DISTRO": "humble"}, 2), ({"ROS_DISTRO": "jazzy"}, 2), ({"ROS_DISTRO": "kilted"}, 3),
+    ({"ROS_DISTRO": "rolling"}, 3), ({}, None)])
+def test_the_fast_dds_generation_from_ros_distro(environ, generation):
+    from drn_perception.ros.distros import fastdds_generation
+
+    assert fastdds_generation(environ) == generation
+
+
+def test_the_fast_dds_profile_goes_under_the_name_this_fast_dds_reads(tmp_path):
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    from drn_perception.ros.distros import dds_profile_environment, fastdds_generation
+
+    # this process's ROS wheels say which Fast DDS it loads: ros-fastdds (3.x) or ros-fastrtps (2.x)
+    try:
+        expected = int(version("ros-fastdds").split(".")[0])
+    except PackageNotFoundError:
+        expected = int(version("ros-fastrtps").split(".")[0])
+    assert fastdds_generation({"LD_LIBRARY_PATH": os.environ["LD_LIBRARY_PATH"]}) == expected
+    name = {2: "FASTRTPS_DEFAULT_PROFILES_FILE", 3: "FASTDDS_DEFAULT_PROFILES_FILE"}
+    # the launch file's 3.x name is moved to the 2.x name on Jazzy; the user's own profile wins over the default
+    for given in ({name[3]: "/mine.xml"}, {name[2]: "/mine.xml"}):
+        assert dds_profile_environment({**given, "ROS_DISTRO": "jazzy"}, "/default.xml") == {name[2]: "/mine.xml"}
+        assert dds_profile_environment({**given, "ROS_DISTRO": "kilted"}, "/default.xml") == {name[3]: "/mine.xml"}
+    assert dds_profile_environment({"ROS_DISTRO": "humble"}, "/default.xml") == {name[2]: "/default.xml"}
+    assert dds_profile_environment({"ROS_DISTRO": "humble"}) == {}
+    libs = tmp_path / "lib"
+    libs.mkdir()
+    (libs / "libfastrtps.so.2.6").touch()
+    assert dds_profile_environment({"LD_LIBRARY_PATH": str(libs)}, "/d.xml") == {name[2]: "/d.xml"}
+    assert dds_profile_environment({"LD_LIBRARY_PATH": str(tmp_path / "none")}, "/d.xml") == {
+        name[2]: "/d.xml", name[3]: "/d.xml"}  # cannot tell: both

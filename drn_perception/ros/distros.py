@@ -15,35 +15,60 @@ package uses against Humble's and Jazzy's; Fast DDS's XMLParserCommon.cpp per re
   dies. ``refuse_invalid_transitions`` gives every distro Kilted's behaviour.
 - The Fast DDS XML profile (config/fastdds_large_images.xml, large best-effort images): Fast DDS
   2.x (Humble, Jazzy) reads it from FASTRTPS_DEFAULT_PROFILES_FILE, 3.x (Kilted) from
-  FASTDDS_DEFAULT_PROFILES_FILE, and neither reads the other's. Set only the 3.x name, Jazzy
-  kept its 512 KiB shared-memory segment and lost most 1024x512 best-effort frames (3-17 of 60
-  at 20 Hz; 41-60 of 60 with the profile read). seg.launch.py sets both names likewise.
+  FASTDDS_DEFAULT_PROFILES_FILE (it reads the 2.x name too, with a deprecation warning on every
+  start). With only the 3.x name set, Jazzy kept its 512 KiB shared-memory segment and lost
+  most 1024x512 best-effort frames (3-17 of 60 at 20 Hz; 41-60 of 60 with the profile read).
+  seg.launch.py hands seg_node the 3.x name; seg_node, drn-replay and the tests set the one
+  their Fast DDS reads (``dds_profile_environment``) before the first participant exists.
 """
 from __future__ import annotations
 
+import glob
 import inspect
+import os
 
-import rclpy
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
-
-_TRY_SHUTDOWN_TAKES_UNINSTALL = "uninstall_handlers" in inspect.signature(rclpy.try_shutdown).parameters
-# The names above that code branches on: test/test_ros_api.py checks what such a branch calls
+# The names that code branches on by distro: test/test_ros_api.py checks what such a branch calls
 # against the development distro's API only, and everything else against Humble's and Jazzy's.
 VERSION_BRANCHES = ("_TRY_SHUTDOWN_TAKES_UNINSTALL",)
 
+# Fast DDS's XML profile variable, by the Fast DDS generation that reads it.
+PROFILE_VARIABLE = {2: "FASTRTPS_DEFAULT_PROFILES_FILE", 3: "FASTDDS_DEFAULT_PROFILES_FILE"}
+_FASTDDS_2_DISTROS = ("humble", "iron", "jazzy")
 
-FASTDDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+def fastdds_generation(environ=os.environ) -> int | None:
+    """2 or 3: the Fast DDS this process's rmw loads. From ROS_DISTRO where a ROS install set it,
+    else from the library on LD_LIBRARY_PATH (2.x is libfastrtps.so, 3.x libfastdds.so; the
+    registry's ROS wheels set no ROS_DISTRO); None when neither tells."""
+    distro = environ.get("ROS_DISTRO", "").strip().lower()
+    if distro:
+        return 2 if distro in _FASTDDS_2_DISTROS else 3
+    for folder in filter(None, environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)):
+        if glob.glob(os.path.join(folder, "libfastdds.so*")):
+            return 3
+        if glob.glob(os.path.join(folder, "libfastrtps.so*")):
+            return 2
+    return None
 
 
-def dds_profile_environment(environ, default: str) -> dict:
-    """Both Fast DDS profile variables set to one profile: the one the user set under either
-    name (the 3.x name first), else ``default``."""
-    chosen = next((environ[v] for v in FASTDDS_PROFILE_VARIABLES if environ.get(v)), default)
-    return {v: chosen for v in FASTDDS_PROFILE_VARIABLES}
+def dds_profile_environment(environ=os.environ, default: str | None = None) -> dict:
+    """The Fast DDS profile variable(s) to set so this process's Fast DDS reads one profile: the
+    one the user set under either name (the 3.x name first), else ``default``; {} when neither.
+    Only the variable this Fast DDS reads (Kilted's warns about the 2.x name on every start);
+    both where the generation cannot be told."""
+    chosen = next((environ[v] for v in (PROFILE_VARIABLE[3], PROFILE_VARIABLE[2]) if environ.get(v)), default)
+    if not chosen:
+        return {}
+    generation = fastdds_generation(environ)
+    names = [PROFILE_VARIABLE[generation]] if generation else list(PROFILE_VARIABLE.values())
+    return {name: chosen for name in names}
 
 
 def try_shutdown_keeping_signals() -> None:
     """Shut the default context down (if it is not already) and leave the signal handlers as they are."""
+    import rclpy
+
+    _TRY_SHUTDOWN_TAKES_UNINSTALL = "uninstall_handlers" in inspect.signature(rclpy.try_shutdown).parameters
     if _TRY_SHUTDOWN_TAKES_UNINSTALL:
         rclpy.try_shutdown(uninstall_handlers=False)
     else:
@@ -60,6 +85,8 @@ def refuse_invalid_transitions(node) -> None:
     service = getattr(node, "_service_change_state", None)
     if service is None:  # not a lifecycle node, or a lifecycle node without its services
         return
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
     handle = service.callback
 
     def change_state(request, response):

@@ -41,7 +41,7 @@ from rclpy.node import Node
 
 from drn_perception.ros import params
 from drn_perception.ros.params import StartupError
-from drn_perception.ros.distros import refuse_invalid_transitions, try_shutdown_keeping_signals
+from drn_perception.ros.distros import dds_profile_environment, refuse_invalid_transitions, try_shutdown_keeping_signals
 from drn_perception.ros.seg_core import SegCore, startup_errors
 
 NODE_NAME = "seg_node"
@@ -159,6 +159,9 @@ def main(args=None) -> int:
     args = list(sys.argv if args is None else args)
     try:
         opts = _parse_cli(args)
+        # a Fast DDS profile given under the other generation's name (seg.launch.py gives the 3.x
+        # name) is set under the name this process's Fast DDS reads, before its first participant
+        os.environ.update(dds_profile_environment(os.environ))
         rclpy.init(args=args)
     except _rclpy.RCLInvalidROSArgsError as exc:
         sys.stderr.write(f"{NODE_NAME}: error: invalid ROS arguments: {str(exc).split(', at ')[0]}\n")
