@@ -7,6 +7,7 @@ so a subscriber that starts later still gets it. vision_msgs is a standard ROS p
 from __future__ import annotations
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Header
 
 QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                  reliability=ReliabilityPolicy.RELIABLE)
@@ -31,3 +32,18 @@ def make(types, class_names, threshold: float, header):
     msg.header.stamp = header.stamp
     msg.header.frame_id = header.frame_id
     return msg
+
+
+def publish(node, cameras, class_names) -> None:
+    """A LabelInfo publisher beside every camera's mask (``cam.pub_label_info``), published once; without
+    vision_msgs, one warning naming the topics. Threshold 0.0: the node applies none (every pixel gets
+    its most likely class; the confidence goes out per pixel instead)."""
+    types = message_types()
+    topics = [f"{c.prefix}/label_info" for c in cameras]
+    if isinstance(types, str):
+        node.get_logger().warning(MISSING.format(error=types, topics=", ".join(topics)))
+        return
+    header = Header(stamp=node.get_clock().now().to_msg())
+    for cam, topic in zip(cameras, topics):
+        cam.pub_label_info = node.create_publisher(types[0], topic, QOS)
+        cam.pub_label_info.publish(make(types, class_names, 0.0, header))

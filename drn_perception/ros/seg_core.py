@@ -192,7 +192,7 @@ class SegCore:
             if depth is not None:
                 cam.cloud = SemanticCloud(self, cam.prefix, out_qos=out_qos, **depth)
             self.cameras.append(cam)
-        self._publish_label_info()
+        label_info.publish(self, self.cameras, self.class_names)
         if any(c.compressed for c in self.cameras):
             try:
                 import simplejpeg  # noqa: F401 - the strict JPEG decoder of conversions.decode_compressed
@@ -442,18 +442,6 @@ class SegCore:
                                     self.depth_tolerance_ns)
             if skipped:
                 self._warn_limited(cam, skipped[0], f"no cloud for a frame from {cam.topic}: {skipped[1]}")
-
-    def _publish_label_info(self):
-        """vision_msgs/LabelInfo beside every mask, once (transient local); without vision_msgs, say so once."""
-        types = label_info.message_types()
-        topics = [f"{c.prefix}/label_info" for c in self.cameras]
-        if isinstance(types, str):
-            self.get_logger().warning(label_info.MISSING.format(error=types, topics=", ".join(topics)))
-            return
-        header = Header(stamp=self.get_clock().now().to_msg())
-        for cam, topic in zip(self.cameras, topics):  # no threshold: every pixel gets its most likely class
-            cam.pub_label_info = self.create_publisher(types[0], topic, label_info.QOS)
-            cam.pub_label_info.publish(label_info.make(types, self.class_names, 0.0, header))
 
     # ---------------------------------------------------------------- health
     def stats_snapshot(self) -> dict:
