@@ -44,6 +44,8 @@ RULES = [
     (r"^drn-export model\.pt ", ("parse", "model.pt stands for the user's checkpoint")),
     (r"^drn-bench --model models/drn_c_26\.onnx --size 512x1024$", "run-short"),
     (r"^drn-bench .*--engine ", ("parse", "needs TensorRT and a GPU")),
+    (r"^drn-quantize models/drn_c_26\.onnx --target tensorrt ", ("parse", "ModelOpt on a full model, seconds to a "
+                                                                   "minute; test_tensorrt_graphs runs it on the tiny model")),
     (r"^drn-build-engine models/drn_c_26\.onnx --trtexec-only$", "run"),
     (r"^drn-build-engine ", ("parse", "needs TensorRT and a GPU")),
     (r"^drn-make-bag out/scenes --frames 100 ", ("parse", "100 scenes at 512x1024 (~6 s); drn-make-bag is run by "

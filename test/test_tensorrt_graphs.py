@@ -171,3 +171,13 @@ def test_deploy_has_no_import_cycle_and_no_oversized_file():
             visit(name, [])
     sizes = {p.name: len(p.read_text().splitlines()) for p in DEPLOY.glob("*.py")}
     assert max(sizes.values()) <= 520, sizes
+
+
+def test_onnxruntime_int8_still_works_after_modelopt_in_the_same_process(tiny_onnx_model, int8_graphs, tmp_path):
+    # ModelOpt patches ONNX Runtime's calibrators for good; the writer puts them back, so
+    # drn-quantize's CPU graph (ORT quantize_static) can follow in one process (drn-bench, the suite).
+    from drn_perception.deploy.quantize import quantize_int8
+
+    out = quantize_int8(tiny_onnx_model, tmp_path / "tiny.int8.onnx", frames=list(calibration_frames(2, SIZE)))
+    model = onnx.load(str(out))
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)

@@ -23,6 +23,7 @@ what stayed in float, calibration), which drn-build-engine reads to build it str
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -73,6 +74,27 @@ def _quiet_onnxruntime() -> None:
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)  # ModelOpt's sessions warn per folded constant
+
+
+@contextlib.contextmanager
+def _ort_quantization_restored():
+    """ModelOpt's quantize() patches ONNX Runtime's calibrators and quantizers for good
+    (modelopt/onnx/quantization/ort_patching.py); afterwards ORT's own quantize_static, which
+    drn-quantize's CPU int8 graph uses, fails in the same process. Put them back."""
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer
+
+    owners = [calibrate, calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater, calibrate.HistogramCollector,
+              calibrate.CalibraterBase, qdq_quantizer.QDQQuantizer, base_quantizer.BaseQuantizer]
+    saved = [(owner, dict(vars(owner))) for owner in owners]
+    try:
+        yield
+    finally:
+        for owner, before in saved:
+            for name, value in list(vars(owner).items()):
+                if name not in before:
+                    delattr(owner, name)
+                elif before[name] is not value:
+                    setattr(owner, name, before[name])
 
 
 def _frames_array(frames: Iterable[np.ndarray]) -> np.ndarray:
@@ -155,21 +177,19 @@ def write_int8_qdq(model: str | Path, out: str | Path, frames: Iterable[np.ndarr
     head = [] if quantize_classifier else classifier_layers(model)
     floats = list(dict.fromkeys([*fine_layers(model, float_stride), *head, *exclude]))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
-    os.close(fd)
     t0 = time.perf_counter()
-    try:
-        moq.quantize(str(model), quantize_mode="int8", calibration_data={name: data}, calibration_method=method,
-                     calibration_eps=["cpu"], nodes_to_exclude=floats or None, output_path=tmp,
-                     high_precision_dtype=high_precision, log_level="CRITICAL")
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
+        tmp = str(Path(folder) / out.name)
+        with _ort_quantization_restored():
+            moq.quantize(str(model), quantize_mode="int8", calibration_data={name: data}, calibration_method=method,
+                         calibration_eps=["cpu"], nodes_to_exclude=floats or None, output_path=tmp,
+                         high_precision_dtype=high_precision, log_level="CRITICAL")
         if high_precision == "fp32":  # ModelOpt writes opset 19; 8.6's parser documents up to 17
             import onnx
             from onnx import version_converter
 
             onnx.save(version_converter.convert_version(onnx.load(tmp), TRT86_OPSET), tmp)
         os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     import onnx
 
@@ -287,8 +307,10 @@ def prepare_graph(onnx: Path, plan: BuildPlan, kind: str, size: tuple[int, int],
     if plan.graph == "fp16":
         log("writing the fp16 graph to build strongly typed (ModelOpt AutoCast)")
         write_fp16(onnx, out, list(calibration_frames(4, size)), calibration_note=f"4 generated scenes at {size[0]}x{size[1]}")
+        parser_check(out, log)
         return out, None
     frames, note = user_calibration_frames(str(calibration), size, max_frames, topic)
     log(f"writing the int8 Q/DQ graph (ModelOpt, {plan.float_precision} elsewhere) from {note}")
     write_int8_qdq(onnx, out, frames, high_precision=plan.float_precision or "fp16", calibration_note=note)
+    parser_check(out, log)
     return out, {"source": calibration, "frames": len(frames), "note": note}

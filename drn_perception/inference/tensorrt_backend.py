@@ -1,9 +1,11 @@
-"""TensorRT backend: runs a serialized engine built by drn-build-engine (TensorRT 8.5, 8.6, 10.x).
+"""TensorRT backend: runs a serialized engine built by drn-build-engine (TensorRT 8.6, 10.3,
+10.13-10.16, 11.x: the supported matrix of ``inference/trt_versions.py``; others are refused at
+import with a one-line message).
 
-Only the name-based runtime API that TensorRT 8.5 through 10.x share is used
-(``num_io_tensors``, ``get_tensor_name``, ``set_input_shape``, ``set_tensor_address``,
-``execute_async_v3``); ``test/test_tensorrt_static.py`` checks every TensorRT name against the
-per-version API lists. CUDA memory and the stream come from cuda-python (the runtime API on the
+Only the name-based runtime API that all of them share is used (``num_io_tensors``,
+``get_tensor_name``, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``); running
+an engine is the same whether it was built strongly typed or not. ``test/test_tensorrt_static.py``
+checks every TensorRT name against the per-version API lists. CUDA memory and the stream come from cuda-python (the runtime API on the
 primary context, so any executor thread may call ``infer``), not pycuda, whose per-thread context
 stack breaks under rclpy's multi-threaded executors. Host staging buffers are pinned.
 
