@@ -114,8 +114,8 @@ class Replay:
             try:
                 import rclpy
             except ImportError as exc:
-                raise ReplayFailed(f"drn-replay needs rclpy and the ROS message packages ({exc}): source a ROS 2 "
-                                  "install or pip install -r requirements.txt") from None
+                raise ReplayFailed(f"drn-replay needs rclpy and the ROS message packages ({exc}): source your ROS 2 "
+                                  "install (README 'On a robot'); on a development machine, `make setup`") from None
 
             from rclpy.signals import SignalHandlerOptions
 
