@@ -25,9 +25,10 @@ demo: $(STAMP)
 # The whole test suite: the main lane (Kilted's rclpy, CPython 3.11, everything installed), then
 # the robot lanes (tools/test_lane.sh): Jazzy's rclpy on CPython 3.12 (Noble / JetPack 7) and on
 # CPython 3.10 with numpy 1.x (Jammy / JetPack 6), each set up by the README's robot pip step,
-# without torch, running the tests of the node, the managed node, replay and the install itself.
+# without torch, running the tests of the node, the managed node, replay, the semantic cloud and the
+# install itself.
 LANE_TESTS := test/test_robot_install.py test/test_node.py test/test_node_faults.py test/test_node_managed.py \
-	test/test_replay.py test/test_conversions.py
+	test/test_replay.py test/test_conversions.py test/test_semantic_cloud.py
 TINY := .lanes/tiny/tiny.onnx
 
 test: $(STAMP)
