@@ -181,3 +181,10 @@ def test_onnxruntime_int8_still_works_after_modelopt_in_the_same_process(tiny_on
     out = quantize_int8(tiny_onnx_model, tmp_path / "tiny.int8.onnx", frames=list(calibration_frames(2, SIZE)))
     model = onnx.load(str(out))
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+
+def test_int8_graph_keeps_the_upsampled_logits_float(int8_graphs):
+    model = onnx.load(str(int8_graphs["fp16"]))
+    produced_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    up = next(n for n in model.graph.node if n.op_type == "ConvTranspose")
+    assert all(produced_by.get(i) != "DequantizeLinear" for i in up.input)  # argmax and softmax read float logits
