@@ -188,3 +188,15 @@ def test_int8_graph_keeps_the_upsampled_logits_float(int8_graphs):
     produced_by = {o: n.op_type for n in model.graph.node for o in n.output}
     up = next(n for n in model.graph.node if n.op_type == "ConvTranspose")
     assert all(produced_by.get(i) != "DequantizeLinear" for i in up.input)  # argmax and softmax read float logits
+
+
+def test_build_engine_prints_the_activation_memory_of_its_default_profile(tiny_onnx_model, capsys):
+    from drn_perception.deploy import tensorrt_build
+
+    assert tensorrt_build.main([str(tiny_onnx_model), "--trtexec-only", "-o", "x.engine", "--cameras", "2",
+                                "--sizes", "128x256"]) == 0
+    out = capsys.readouterr().out
+    line = next(li for li in out.splitlines() if li.startswith("activation memory"))
+    assert "2x128x256x3" in line and "MiB" in line
+    # 19 float32 class scores at 2x128x256 alone are 4.75 MiB: the peak cannot be below that
+    assert float(line.split("about ")[1].split(" MiB")[0]) >= 4.75

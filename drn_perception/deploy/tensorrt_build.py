@@ -390,6 +390,10 @@ def make_arg_parser() -> argparse.ArgumentParser:
 
 def _print_trtexec(args, opts: BuildOptions, profile: Profile, device_index: int) -> None:
     try:
+        print(activation_memory(args.onnx, profile.max).describe())
+    except Exception as exc:  # noqa: BLE001 - a note only: the command is printed whatever the graph holds
+        print(f"activation memory at the profile's maximum: not computed ({type(exc).__name__}: {exc})")
+    try:
         require_tensorrt()
     except BackendUnavailable:
         # Printing a command needs no TensorRT: print it for each typing (8.6 and 10+).
