@@ -53,7 +53,8 @@ def open_segmenter(path: str | Path, backend: str = "auto", device: str = "auto"
     The caller (the node) should log ``describe()``, put ``status()`` (a dict: state, message
     like "building TensorRT engine, 312 s", reason, serving backend and precision) into
     /diagnostics when the result has one, and call ``close()`` on shutdown to stop a running
-    build. ``info`` (classes, palette) is the same before and after the switch.
+    build; a caller killed without that (SIGKILL) takes the build along on Linux
+    (die_with_parent.py). ``info`` (classes, palette) is the same before and after the switch.
 
     Raises, before anything slow: ValueError (unknown backend or policy, a device TensorRT
     cannot use), FileNotFoundError (no engine and no ONNX model to build it from), and
