@@ -33,13 +33,22 @@ def io_types(model):
 
 
 @pytest.fixture(scope="module")
-def fp16_graph(tiny_onnx_model, tmp_path_factory):
+def input_sha256(tiny_onnx_model):
+    """The input model's bytes before ModelOpt sees it (its loader writes shape inference back
+    into the path it is given)."""
+    from drn_perception.model_info import sha256_file
+
+    return sha256_file(tiny_onnx_model)
+
+
+@pytest.fixture(scope="module")
+def fp16_graph(tiny_onnx_model, tmp_path_factory, input_sha256):
     out = tmp_path_factory.mktemp("trt") / "tiny.fp16.onnx"
     return tg.write_fp16(tiny_onnx_model, out, list(calibration_frames(2, SIZE)))
 
 
 @pytest.fixture(scope="module")
-def int8_graphs(tiny_onnx_model, tmp_path_factory):
+def int8_graphs(tiny_onnx_model, tmp_path_factory, input_sha256):
     folder = tmp_path_factory.mktemp("trt")
     frames = list(calibration_frames(4, SIZE))
     return {hp: tg.write_int8_qdq(tiny_onnx_model, folder / f"tiny.int8-{hp}.onnx", frames, high_precision=hp)
@@ -200,3 +209,9 @@ def test_build_engine_prints_the_activation_memory_of_its_default_profile(tiny_o
     assert "2x128x256x3" in line and "MiB" in line
     # 19 float32 class scores at 2x128x256 alone are 4.75 MiB: the peak cannot be below that
     assert float(line.split("about ")[1].split(" MiB")[0]) >= 4.75
+
+
+def test_the_input_model_is_left_as_it_was(tiny_onnx_model, input_sha256, fp16_graph, int8_graphs):
+    from drn_perception.model_info import sha256_file
+
+    assert sha256_file(tiny_onnx_model) == input_sha256

@@ -125,6 +125,17 @@ def _check_paths(model: Path, out: Path) -> None:
         raise ValueError(f"--out {out} is the input model: choose another file")
 
 
+def _private_copy(model: Path, folder: str) -> str:
+    """A copy of ``model`` in ``folder`` for ModelOpt to read: its loader writes ONNX shape inference
+    back into the file it is given (onnx.shape_inference.infer_shapes_path(path) in
+    modelopt.onnx.trt_utils.load_onnx_model), which would change the user's model and its sha256."""
+    import shutil
+
+    copy = Path(folder) / f"input-{model.name}"
+    shutil.copyfile(model, copy)
+    return str(copy)
+
+
 def write_fp16(model: str | Path, out: str | Path, frames: Iterable[np.ndarray],
                keep_fp32_ops: Sequence[str] = FP16_KEEP_FP32_OPS, calibration_note: str = "") -> Path:
     """Write the strongly typed fp16 graph of the exported ``model`` to ``out`` (+ sidecar).
@@ -147,7 +158,7 @@ def write_fp16(model: str | Path, out: str | Path, frames: Iterable[np.ndarray],
         npz = Path(tmp) / "frames.npz"
         np.savez(npz, **{name: data})
         t0 = time.perf_counter()
-        graph = convert_to_mixed_precision(str(model), low_precision_type="fp16", keep_io_types=True,
+        graph = convert_to_mixed_precision(_private_copy(model, tmp), low_precision_type="fp16", keep_io_types=True,
                                            op_types_to_exclude=list(keep_fp32_ops), calibration_data=str(npz),
                                            providers=["cpu"])
         seconds = time.perf_counter() - t0
@@ -189,7 +200,8 @@ def write_int8_qdq(model: str | Path, out: str | Path, frames: Iterable[np.ndarr
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
         tmp = str(Path(folder) / out.name)
         with _ort_quantization_restored():
-            moq.quantize(str(model), quantize_mode="int8", calibration_data={name: data}, calibration_method=method,
+            moq.quantize(_private_copy(model, folder), quantize_mode="int8", calibration_data={name: data},
+                         calibration_method=method,
                          calibration_eps=["cpu"], nodes_to_exclude=floats or None, output_path=tmp,
                          op_types_to_exclude=list(FLOAT_OP_TYPES),
                          high_precision_dtype=high_precision, log_level="CRITICAL")
