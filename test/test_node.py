@@ -403,3 +403,33 @@ def test_params_file_and_remapping_to_a_compressed_topic(tiny_onnx_model, contex
     finally:
         node.destroy_node()
         probe.destroy()
+
+
+def test_frames_outside_a_fixed_size_range_run_fitted_into_it(tiny_onnx_model, context, segmenter):
+    # A TensorRT engine runs only its optimisation profile's sizes (Segmenter.size_range); the node
+    # fits each frame into that range and scales the mask back. The real ONNX Runtime segmenter
+    # stands in for the engine here, given the range an engine built for 32x48 frames would have.
+    from drn_perception.inference.base import fit_size
+    from drn_perception.ros.node import SegNode
+
+    assert fit_size(600, 800, ((32, 32), (256, 512))) == (256, 341)  # down to the maximum, aspect kept
+    assert fit_size(20, 30, ((32, 32), (256, 512))) == (32, 32)  # each side up to the minimum
+    assert fit_size(100, 200, ((32, 32), (256, 512))) == (100, 200) and fit_size(5, 7, None) == (5, 7)
+    node = SegNode("seg_profile", context=context, parameter_overrides=[
+        Parameter("model_path", value=str(tiny_onnx_model)), Parameter("image_topics", value=["prof/image_raw"])])
+    node.segmenter.size_range = ((32, 48), (32, 48))
+    probe = Probe(context, "probe_profile")
+    try:
+        probe.listen("drn/mask", Image)
+        pub = probe.publisher("prof/image_raw", Image)
+        with SpinThread(context, node, probe.node):
+            probe.wait_matched(pub)
+            for i, (h, w) in enumerate([(60, 80), (32, 48), (20, 30)]):
+                rgb = random_rgb(h, w, seed=70 + i)
+                msg = image_msg(rgb, "rgb8", stamp=(70 + i, 0))
+                want = direct(segmenter, rgb, None if (h, w) == (32, 48) else (32, 48))
+                check_mask(probe.send_until_answered(pub, msg, "drn/mask", f"p{i}"), msg, want)
+        assert node.stats_snapshot()["prof"]["notes"].get("resized_to_profile", 0) >= 2
+    finally:
+        probe.destroy()
+        node.destroy_node()

@@ -46,6 +46,9 @@ class Segmenter(abc.ABC):
     backend: str = ""
     auto_note: str = ""  # why backend auto is not on its first choice (create_segmenter), else empty
     precision: str = "fp32"  # what the backend computes in (each backend sets its own; in describe())
+    # ((min_h, min_w), (max_h, max_w)) of the frames it runs, or None for any size (the exported
+    # graph runs every size; a TensorRT engine only its optimisation profile's)
+    size_range: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     def __init__(self, path: str | Path, info: ModelInfo, device: str):
         self.path = Path(path)
@@ -66,6 +69,17 @@ class Segmenter(abc.ABC):
 
     def describe(self) -> str:
         return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
+
+
+def fit_size(h: int, w: int, size_range) -> tuple[int, int]:
+    """(h, w) brought into ``size_range`` (see Segmenter.size_range): scaled down, aspect kept, to
+    fit the maximum, then each side clamped to [min, max]; unchanged when it fits already."""
+    if size_range is None:
+        return h, w
+    (lo_h, lo_w), (hi_h, hi_w) = size_range
+    scale = min(1.0, hi_h / h, hi_w / w)
+    h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    return min(max(h, lo_h), hi_h), min(max(w, lo_w), hi_w)
 
 
 def check_batch(images: np.ndarray) -> np.ndarray:

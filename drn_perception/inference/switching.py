@@ -208,6 +208,7 @@ class SwitchingSegmenter(Segmenter):
 
     backend = property(lambda self: self._current.backend)  # type: ignore[assignment]
     precision = property(lambda self: self._current.precision)  # type: ignore[assignment]
+    size_range = property(lambda self: self._current.size_range)  # type: ignore[assignment]
     info = property(lambda self: self._current.info)
     path = property(lambda self: self._current.path)
     device = property(lambda self: self._current.device)

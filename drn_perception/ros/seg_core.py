@@ -19,7 +19,7 @@ from std_msgs.msg import Header
 
 from drn_perception.default_model import default_model_path
 from drn_perception.inference import BACKENDS, BackendUnavailable, open_segmenter
-from drn_perception.inference.base import auto_backend
+from drn_perception.inference.base import auto_backend, fit_size
 from drn_perception.model_info import IGNORE_LABEL, ClassConfig, cityscapes
 from drn_perception.ros import bagio
 from drn_perception.ros import conversions as conv
@@ -354,6 +354,13 @@ class SegCore:
             if self.input_size is None and (nh, nw) != (h, w):
                 self._note(cam, "downscaled", f"{w}x{h} is over max_input_pixels={self.max_input_pixels}: "
                            f"run at {nw}x{nh}, mask scaled back")
+            fh, fw = fit_size(nh, nw, self.segmenter.size_range)
+            if (fh, fw) != (nh, nw):  # a TensorRT engine runs its profile's sizes only
+                (lo_h, lo_w), (hi_h, hi_w) = self.segmenter.size_range
+                self._note(cam, "resized_to_profile", f"{nw}x{nh} is outside the engine's profile ({lo_w}x{lo_h} to "
+                           f"{hi_w}x{hi_h}): run at {fw}x{fh}, mask scaled back; build the engine for this camera "
+                           f"(drn-build-engine --sizes {nh}x{nw}) to run it at its own size")
+                nh, nw = fh, fw
             net = conv.resize_image(rgb, nh, nw)
             jobs.append(Job(cam, header, received, rgb, net, (time.perf_counter() - start) * 1e3))
         groups: dict = {}
