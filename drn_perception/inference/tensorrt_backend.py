@@ -229,7 +229,8 @@ class TensorRTSegmenter(Segmenter):
         self._engine = engine
         self._outputs = self._check_io(engine, engine_path)
         self.profile = Profile(*[_nhwc(dims_tuple(d)) for d in engine.get_tensor_profile_shape(INPUT, 0)])
-        self.size_range = (tuple(self.profile.min[1:3]), tuple(self.profile.max[1:3]))
+        lo, hi = self.profile.min, self.profile.max
+        self.size_range = ((lo[1], lo[2]), (hi[1], hi[2]))
         context = engine.create_execution_context()
         if context is None:
             raise EngineError(f"TensorRT could not create an execution context for {engine_path} (out of GPU memory?)")
