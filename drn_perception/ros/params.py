@@ -55,7 +55,7 @@ PARAMETERS = (
           "backend name: tensorrt, onnxruntime, openvino, torch."),
     Param("device", "auto", "auto, cpu, cuda or cuda:N (OpenVINO: CPU, GPU, NPU)."),
     Param("precision", "auto", "OpenVINO only: auto (bf16 where the cores have AMX or AVX512-BF16, else f32), "
-          "f32 (labels identical to ONNX Runtime's fp32), bf16 or f16. Other backends run the model file's own "
+          "f32 (fp32 labels: ONNX Runtime's up to float ties, 2 of 26 M pixels differed), bf16 or f16 (labels not exactly fp32's). Other backends run the model file's own "
           "precision (drn-quantize makes int8 graphs); what runs is in the start-up line and /diagnostics."),
     Param("build_engine", "never", "TensorRT only: never (a missing or stale engine is an error naming the fix), "
           "if_missing (build it from the ONNX model once) or if_stale (also rebuild after a TensorRT/GPU/model "
