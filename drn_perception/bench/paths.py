@@ -68,13 +68,13 @@ class PathResult:
 
 
 def parse_size(text: str) -> tuple[int, int]:
+    """"HxW" -> (H, W) as every tool reads it (deploy/graph_files.py), a BenchError when it is not one."""
+    from drn_perception.deploy.graph_files import parse_size as parse
+
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise BenchError(f"size {text!r} is not HxW, e.g. 512x1024") from None
-    if h < 8 or w < 8:
-        raise BenchError(f"size {text!r} is too small (at least 8x8)")
-    return h, w
+        return parse(text)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def reference_checkpoint(path: Path, arch: str, width: float = 1.0, seed: int = 0, num_classes: int = 19) -> Path:
