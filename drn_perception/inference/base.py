@@ -70,6 +70,15 @@ class Segmenter(abc.ABC):
     def describe(self) -> str:
         return f"{self.backend}:{self.device} {self.precision} {self.info.arch} ({self.path.name})"
 
+    def labels_note(self) -> str:
+        """Whether this precision's labels are fp32's (the reference's), and what gives those if not."""
+        precision = str(self.precision or "fp32")
+        if precision in ("fp32", "f32"):
+            return "labels computed in fp32 (the reference's, up to float ties)"
+        # bf16 / fp16 / int8 move a few labels (docs/node.md, precision)
+        exact = {"openvino": "precision:=f32", "tensorrt": "an fp32 engine"}.get(self.backend, "an fp32 model")
+        return f"labels computed in {precision}, not bit-exact to fp32 ({exact} gives fp32 labels)"
+
 
 def fit_size(h: int, w: int, size_range) -> tuple[int, int]:
     """(h, w) brought into ``size_range`` (see Segmenter.size_range): scaled down, aspect kept, to

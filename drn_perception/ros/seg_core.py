@@ -269,13 +269,7 @@ class SegCore:
         """What serves: backend, precision in use (and whether its labels are fp32's), size, topics."""
         size = "native" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
         seg = self.segmenter
-        precision = str(getattr(seg, "precision", "") or "fp32")
-        if precision in ("fp32", "f32"):
-            labels = "labels computed in fp32 (the reference's, up to float ties)"
-        else:  # bf16 / fp16 / int8 move a few labels (docs/node.md, precision)
-            exact = {"openvino": "precision:=f32", "tensorrt": "an fp32 engine"}.get(seg.backend, "an fp32 model")
-            labels = f"labels computed in {precision}, not bit-exact to fp32 ({exact} gives fp32 labels)"
-        return (f"{seg.describe()}, {seg.info.num_classes} classes, input size {size}, {labels}; "
+        return (f"{seg.describe()}, {seg.info.num_classes} classes, input size {size}, {seg.labels_note()}; "
                 + "; ".join(f"{self.resolve_topic_name(c.topic)} -> {c.pub_mask.topic_name}" for c in self.cameras))
 
     # ---------------------------------------------------------------- frames
