@@ -376,6 +376,7 @@ class SegCore:
         alpha = float(self.get_parameter("overlay_alpha").value)
         conf_encoding = self.get_parameter("confidence_encoding").value
         want_points = self.get_parameter("publish_points").value
+        points_rgb = self.get_parameter("points_rgb").value
         need_conf = (want_conf and any(j.cam.pub_confidence.get_subscription_count() for j in jobs)) or any(
             j.cam.cloud is not None and j.cam.cloud.wanted(want_points) for j in jobs)
         images = jobs[0].net[None] if len(jobs) == 1 else np.stack([j.net for j in jobs])
@@ -403,7 +404,8 @@ class SegCore:
                 st.inference_ms.append(inference_ms)
                 st.overhead_ms.append(overhead_ms)
                 st.max_batch = max(st.max_batch, len(jobs))
-            self._publish_optional(job, mask, result.confidence, i, want_color, want_overlay, alpha, conf_encoding)
+            self._publish_optional(job, mask, result.confidence, i, want_color, want_overlay, alpha, want_conf,
+                                   conf_encoding, want_points, points_rgb)
 
     def _publish_camera_info(self, cam: Camera, header):
         """The camera_info stamped like the frame (else the newest), re-stamped with the mask's header."""
@@ -421,7 +423,8 @@ class SegCore:
             header=header, height=src.height, width=src.width, distortion_model=src.distortion_model, d=src.d,
             k=src.k, r=src.r, p=src.p, binning_x=src.binning_x, binning_y=src.binning_y, roi=src.roi))
 
-    def _publish_optional(self, job, mask, confidence, i, want_color, want_overlay, alpha, conf_encoding):
+    def _publish_optional(self, job, mask, confidence, i, want_color, want_overlay, alpha, want_conf, conf_encoding,
+                          want_points, points_rgb):
         cam, (h, w) = job.cam, job.rgb.shape[:2]
         color = None
         if want_color and cam.pub_color.get_subscription_count():
@@ -432,15 +435,15 @@ class SegCore:
             color = conv.colorize(mask, self.lut) if color is None else color
             cam.pub_overlay.publish(conv.rgb_to_image(conv.blend(job.rgb, color, alpha), job.header))
             cam.stats.optional_outputs["overlay"] += 1
-        if confidence is not None and cam.pub_confidence.get_subscription_count():
-            conf = conv.resize_image(confidence[i], h, w)
+        if confidence is None:  # computed only for a confidence or cloud subscriber
+            return
+        conf = conv.resize_image(confidence[i], h, w)
+        if want_conf and cam.pub_confidence.get_subscription_count():
             cam.pub_confidence.publish(conv.confidence_to_image(conf, job.header, conf_encoding))
             cam.stats.optional_outputs["confidence"] += 1
         cloud = cam.cloud
-        if confidence is not None and cloud is not None and cloud.wanted(self.get_parameter("publish_points").value):
-            rgb = job.rgb if self.get_parameter("points_rgb").value else None
-            skipped = cloud.publish(job.header, mask, conv.resize_image(confidence[i], h, w), rgb,
-                                    self.depth_tolerance_ns)
+        if cloud is not None and cloud.wanted(want_points):
+            skipped = cloud.publish(job.header, mask, conf, job.rgb if points_rgb else None, self.depth_tolerance_ns)
             if skipped:
                 self._warn_limited(cam, skipped[0], f"no cloud for a frame from {cam.topic}: {skipped[1]}")
 
