@@ -184,14 +184,16 @@ def test_selected_cloud_keeps_only_the_listed_classes_with_depth():
     np.testing.assert_array_equal(packed & 255, rgb[..., 2])
 
 
-def test_cloud_confidence_equals_the_confidence_topics_mono8():
+def test_mono8_confidence_rounds_and_saturates_as_numpy_does():
+    # the one conversion drn/confidence and the clouds use, against NumPy's float32 product, rint, clip
     from drn_perception.ros.conversions import confidence_to_mono8
-    from drn_perception.ros.pointcloud import mono8_confidence
 
     halves = ((np.arange(256) + 0.5) / 255).astype(np.float32)  # x * 255 at or next to .5: the rounding
     values = np.concatenate([np.linspace(0, 1, 1_000_003, dtype=np.float32), halves, np.nextafter(halves, 0),
                              np.nextafter(halves, 1), [0.0, 1.0, 1.5, 1e-9]]).astype(np.float32)
-    np.testing.assert_array_equal(mono8_confidence(values.reshape(1, -1))[0], confidence_to_mono8(values))
+    expected = np.clip(np.rint(values * np.float32(255.0)), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(confidence_to_mono8(values), expected)
+    np.testing.assert_array_equal(confidence_to_mono8(values[:1000].reshape(10, 100)), expected[:1000].reshape(10, 100))
 
 
 # ------------------------------------------------------------------ the node over DDS

@@ -60,12 +60,6 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return bgra.view(np.uint32 if _LITTLE else "<u4")[..., 0]
 
 
-def mono8_confidence(confidence: np.ndarray) -> np.ndarray:
-    """float confidence 0..1 -> uint8 0..255 in one pass: conversions.confidence_to_mono8's values (the
-    same float32 product, round half to even, saturation), 3-5x faster."""
-    return opencv().convertScaleAbs(confidence, alpha=255.0)
-
-
 class CloudBuilder:
     """One camera's cloud maker: scratch planes and the output buffer are kept between frames of
     the same size (only the node's worker thread calls it)."""

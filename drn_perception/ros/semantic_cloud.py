@@ -20,9 +20,9 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from drn_perception.ros import bagio
 from drn_perception.ros import depth as dp
 from drn_perception.ros.cameras import camera_info_topic, stamp_ns
-from drn_perception.ros.conversions import FrameError
+from drn_perception.ros.conversions import FrameError, confidence_to_mono8
 from drn_perception.ros.params import StartupError
-from drn_perception.ros.pointcloud import CloudBuilder, cloud_msg, mono8_confidence
+from drn_perception.ros.pointcloud import CloudBuilder, cloud_msg
 
 DEPTH_KEPT = 8  # depth frames kept per camera to find the one stamped like the mask
 # Why a mask got no cloud: no depth frame within the tolerance, no depth camera_info yet, a depth
@@ -167,7 +167,7 @@ class SemanticCloud:
         view = dp.depth_view(depth_msg)
         k = dp.intrinsics(info, h, w, view.shape)
         depth = dp.on_grid(view, h, w)
-        confidence = mono8_confidence(confidence)  # drn/confidence's values
+        confidence = confidence_to_mono8(confidence)  # drn/confidence's values
         points = obstacles = None
         if organized:
             points = cloud_msg(header, h, w, self.builder.organized(depth, k, mask, confidence, rgb), rgb is not None)
