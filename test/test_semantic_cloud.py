@@ -287,6 +287,15 @@ def test_node_publishes_label_info_and_pixel_aligned_clouds(tiny_onnx_model, con
                 for f in ("x", "y", "z", "label", "confidence"):
                     np.testing.assert_array_equal(obstacles[f][0], pts[f][keep])
 
+            # publish_confidence off: the cloud still carries confidence, drn/confidence gets nothing
+            assert node.set_parameters([Parameter("publish_confidence", value=False)])[0].successful
+            color.publish(image_msg(rgb, "rgb8", stamp=(52, 300), frame_id="no_conf_topic"))
+            no_conf = read_cloud(probe.wait_for_message("drn/points", lambda m: m.header.frame_id == "no_conf_topic"))
+            np.testing.assert_array_equal(no_conf["confidence"], pts["confidence"])
+            time.sleep(0.5)  # drn/confidence would have gone out before the cloud
+            assert not [m for m in probe.messages("drn/confidence") if m.header.frame_id == "no_conf_topic"]
+            assert node.set_parameters([Parameter("publish_confidence", value=True)])[0].successful
+
             # a frame without depth of its own stamp (the last depth is 1 s older): no cloud, counted
             skipped = cloud.skipped["no_depth"]
             frame = image_msg(rgb, "rgb8", stamp=(53, 300), frame_id="stale")
@@ -306,7 +315,7 @@ def test_node_publishes_label_info_and_pixel_aligned_clouds(tiny_onnx_model, con
             # the depth topic stopped: /diagnostics names it again
             probe.clear()
             status = depth_warning(probe, "stopped")
-            assert int(status["points_out"]) == 3 and int(status["points_skipped_no_depth"]) >= 1
+            assert int(status["points_out"]) == 4 and int(status["points_skipped_no_depth"]) >= 1
             assert int(status["points_skipped_depth_encoding"]) == 1
             assert status["_level"] == b"\x01"
     finally:
